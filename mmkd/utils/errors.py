@@ -56,6 +56,35 @@ class UserFileNotFoundError(UserError, FileNotFoundError):
     """A path given by the user (config, checkpoint, output) does not exist."""
 
 
+class ConfigKeyError(ConfigError, KeyError):
+    """A config entry lacks a required key or gives one name twice."""
+
+
+class ConfigTypeError(ConfigError, TypeError):
+    """A config entry has the wrong type (a string where a dict is expected, a wrong head)."""
+
+
+class ConfigIndexError(ConfigError, IndexError):
+    """An index in a config (``data_idx``, ``activation_index``) is out of range."""
+
+
+class ConfigRuntimeError(ConfigError, RuntimeError):
+    """A config that builds asks for what the run cannot do (a tapped module that never runs,
+    a hook the method needs is missing, ``--launcher pytorch`` without torchrun)."""
+
+
+class AttributeNotFoundError(NameNotFoundError, AttributeError):
+    """A config names a method or function that its module or object does not have."""
+
+
+class ModuleImportError(ConfigError, ImportError):
+    """A module named in a config (e.g. ``FunctionOutputs``'s source) cannot be imported."""
+
+
+class UserFileExistsError(UserError, FileExistsError):
+    """An output path given by the user already exists (or is one of the inputs)."""
+
+
 def find_user_error(error: BaseException) -> Optional[UserError]:
     """The :class:`UserError` that caused ``error`` (itself, or one in its ``__cause__`` /
     ``__context__`` chain), or ``None`` when ``error`` is an internal bug."""
