@@ -7,8 +7,11 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 
 from mmkd.registry import MODELS, build_component
+from mmkd.utils.errors import ConfigError
 from mmkd.utils.misc import did_you_mean
 from ..connectors.base_connector import BaseConnector
+from ..losses.non_finite import (LIKELY_FIXES, NonFiniteLossError, current_iteration,
+                                 describe_value, find_non_finite)
 from ..recorders.recorder_manager import RecorderManager
 from .tap_pairs import expand_tap_pairs
 
@@ -82,6 +85,17 @@ def _target_shape(student_arg: str, teacher_shapes: Dict[str, Shape]) -> Shape:
     return next(iter(teacher_shapes.values()), None)
 
 
+def _build_loss(name: str, cfg: Union[dict, nn.Module]) -> nn.Module:
+    """Build one distillation loss; a wrong weight or hyper-parameter (a ConfigError raised by
+    the loss) gets a note naming the loss's entry in the distiller config."""
+    try:
+        return build_component(MODELS, cfg)
+    except ConfigError as error:
+        error.add_note(f'(in the distiller config: distill loss {name!r}, declared by a '
+                       f'tap_pairs entry or as distill_losses[{name!r}])')
+        raise
+
+
 @MODELS.register_module()
 class ConfigurableDistiller(BaseModule):
     """Recorders, connectors and losses, and the mapping from recorded data to loss arguments.
@@ -150,7 +164,7 @@ class ConfigurableDistiller(BaseModule):
             if 'loss' not in name:
                 raise ValueError(f'distill loss name {name!r} must contain "loss" (e.g. '
                                  f'"loss_{name}") so that mmengine adds it to the total loss.')
-        return {name: build_component(MODELS, cfg) for name, cfg in cfgs.items()}
+        return {name: _build_loss(name, cfg) for name, cfg in cfgs.items()}
 
     def _add_connector(self, name: str, cfg: Union[dict, nn.Module]) -> None:
         if isinstance(cfg, nn.Module):
@@ -315,13 +329,47 @@ class ConfigurableDistiller(BaseModule):
 
         Returns:
             dict: Loss name -> scalar tensor.
+
+        Raises:
+            NonFiniteLossError: At the first step where a loss is inf or NaN, naming the loss,
+                its taps, the iteration and whether its inputs were already non-finite.
         """
         if self._connector_cfgs:
             raise RuntimeError(f'connectors {sorted(self._connector_cfgs)} were never built: '
                                'their shapes come from the algorithm\'s dry run, which was '
                                'switched off (dry_run_shape=None). Give their channels.')
-        losses = {}
+        losses, inputs = {}, {}
         for loss_name, specs in self.loss_forward_mappings.items():
-            kwargs = {arg: self._fetch(spec) for arg, spec in specs.items()}
-            losses[loss_name] = self.distill_losses[loss_name](**kwargs)
+            inputs[loss_name] = {arg: self._fetch(spec) for arg, spec in specs.items()}
+            losses[loss_name] = self.distill_losses[loss_name](**inputs[loss_name])
+        non_finite = find_non_finite(losses)
+        if non_finite is not None:
+            raise self._non_finite_error(non_finite, losses[non_finite], inputs[non_finite])
         return losses
+
+    def describe_taps(self, loss_name: str) -> str:
+        """Where each argument of a loss comes from, e.g. ``"student: student tap
+        'backbone.layer4' (recorder 'stage4', connectors ['stage4_student'])"``."""
+        parts = []
+        for arg, spec in self.loss_forward_mappings[loss_name].items():
+            manager = self.student_recorders if spec.from_student else self.teacher_recorders
+            source = getattr(manager[spec.recorder], 'source', spec.recorder)
+            connectors = f', connectors {list(spec.connector)}' if spec.connector else ''
+            parts.append(f'{arg}: {spec.side} tap {source!r} (recorder {spec.recorder!r}'
+                         f'{connectors})')
+        return '; '.join(parts)
+
+    def _non_finite_error(self, loss_name: str, value: torch.Tensor,
+                          inputs: Dict[str, Any]) -> NonFiniteLossError:
+        iteration = current_iteration()
+        when = (f'at iteration {iteration + 1} (runner.iter={iteration})'
+                if iteration is not None else 'outside a training loop')
+        bad = [arg for arg, data in inputs.items() if isinstance(data, torch.Tensor)
+               and data.is_floating_point() and not bool(torch.isfinite(data).all())]
+        cause = (f'its inputs {bad} already hold inf/NaN: the models diverged or the data is '
+                 'bad before the loss' if bad else
+                 'its inputs are finite: the loss overflowed on them')
+        return NonFiniteLossError(
+            f'distillation loss {loss_name!r} ({type(self.distill_losses[loss_name]).__name__}) '
+            f'is {describe_value(value)} {when}. Taps: {self.describe_taps(loss_name)}. '
+            f'Cause: {cause}. Likely fixes: {LIKELY_FIXES}')

@@ -6,6 +6,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmkd.registry import MODELS
+from .precision import float32_reduction
+from .validation import check_non_negative
 
 
 def intra_divergence_terms(embeddings: torch.Tensor, labels: torch.Tensor,
@@ -58,28 +60,36 @@ class IntraDivergenceLoss(nn.Module):
     Added to DeepInversion's objective so that images synthesised for one class spread out
     (against mode collapse) without crossing into other classes.
 
+    Computed in float32 on half-precision embeddings. Both weights at 0 switch the loss off
+    (plain DeepInversion, as :class:`~mmkd.datafree.DeepInversionSynthesizer` allows).
+
     Args:
-        ep_weight: Weight of the easy-positive (intra-divergence) term. Defaults to 50.
-        triplet_weight: Weight of the triplet (boundary) term. Defaults to 0.5.
-        margin: Triplet margin, in distances between unit embeddings (0..2). Defaults to 0.2.
+        ep_weight: Weight of the easy-positive (intra-divergence) term (>= 0). Defaults to 50.
+        triplet_weight: Weight of the triplet (boundary) term (>= 0). Defaults to 0.5.
+        margin: Triplet margin (>= 0), in distances between unit embeddings (0..2). Defaults
+            to 0.2.
     """
 
     def __init__(self, ep_weight: float = 50.0, triplet_weight: float = 0.5,
                  margin: float = 0.2) -> None:
         super().__init__()
-        if margin < 0:
-            raise ValueError(f'IntraDivergenceLoss: margin must be >= 0, got {margin}.')
-        self.ep_weight = ep_weight
-        self.triplet_weight = triplet_weight
-        self.margin = margin
+        self.ep_weight = check_non_negative(
+            self, 'ep_weight', ep_weight,
+            fix='the weight of the intra-divergence term, e.g. 50 (0 switches it off)')
+        self.triplet_weight = check_non_negative(
+            self, 'triplet_weight', triplet_weight,
+            fix='the weight of the triplet term, e.g. 0.5 (0 switches it off)')
+        self.margin = check_non_negative(
+            self, 'margin', margin, fix='the triplet margin between unit embeddings, e.g. 0.2')
 
+    @float32_reduction
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Args:
             embeddings: Shape (B, C) (or (B, ...), flattened).
             labels: Shape (B, ).
 
         Returns:
-            Tensor: Scalar loss.
+            Tensor: Scalar loss, float32.
         """
         divergence, triplet = intra_divergence_terms(embeddings, labels, self.margin)
         return self.ep_weight * divergence + self.triplet_weight * triplet

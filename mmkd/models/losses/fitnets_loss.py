@@ -2,6 +2,10 @@ import torch
 import torch.nn as nn
 
 from mmkd.registry import MODELS
+from .precision import float32_reduction
+from .validation import check_choice, check_loss_weight
+
+REDUCTIONS = ('mean', 'batchmean')
 
 
 @MODELS.register_module()
@@ -11,27 +15,26 @@ class FitNetsLoss(nn.Module):
 
     ``loss_weight * mean((student - teacher)^2)`` with ``reduction='mean'`` (RepDistiller's
     choice), or the sum over all elements divided by the batch size with
-    ``reduction='batchmean'``.
+    ``reduction='batchmean'``. Computed in float32 on half-precision inputs.
 
     Args:
-        loss_weight: Weight of the loss. Defaults to 1.0.
+        loss_weight: Weight of the loss (> 0). Defaults to 1.0.
         reduction: ``'mean'`` or ``'batchmean'``. Defaults to ``'mean'``.
     """
 
     def __init__(self, loss_weight: float = 1.0, reduction: str = 'mean') -> None:
         super().__init__()
-        if reduction not in ('mean', 'batchmean'):
-            raise ValueError(f"FitNetsLoss: reduction must be 'mean' or 'batchmean', got {reduction!r}.")
-        self.loss_weight = loss_weight
-        self.reduction = reduction
+        self.loss_weight = check_loss_weight(self, loss_weight)
+        self.reduction = check_choice(self, 'reduction', reduction, REDUCTIONS)
 
+    @float32_reduction
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         """Args:
             student: Student feature, any shape (B, ...), after its connector.
             teacher: Teacher feature of the same shape.
 
         Returns:
-            Tensor: Scalar loss.
+            Tensor: Scalar loss, float32.
         """
         squared = (student - teacher.detach()).pow(2)
         if self.reduction == 'mean':

@@ -6,6 +6,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmkd.registry import MODELS
+from .precision import float32_reduction
+from .validation import check_choice, check_loss_weight
 
 REDUCTIONS = ('batchmean', 'mean')
 
@@ -30,6 +32,7 @@ def pool_to_common_size(first: torch.Tensor,
                  for x in (first, second))
 
 
+@float32_reduction
 def fsp_matrix(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """The FSP matrix ``G_ij = sum_{h,w} F1[i, h, w] * F2[j, h, w] / (H * W)`` of each sample.
 
@@ -49,11 +52,9 @@ def fsp_matrix(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     if first.shape[0] != second.shape[0]:
         raise ValueError(f'FSP: the two maps have batch sizes {first.shape[0]} and '
                          f'{second.shape[0]}.')
-    # float32 even under autocast, which would run the product in float16/bfloat16
-    with torch.autocast(device_type=first.device.type, enabled=False):
-        first, second = pool_to_common_size(first.float(), second.float())
-        height, width = first.shape[2:]
-        return torch.bmm(first.flatten(2), second.flatten(2).transpose(1, 2)) / (height * width)
+    first, second = pool_to_common_size(first, second)
+    height, width = first.shape[2:]
+    return torch.bmm(first.flatten(2), second.flatten(2).transpose(1, 2)) / (height * width)
 
 
 @MODELS.register_module()
@@ -63,7 +64,8 @@ class FSPLoss(nn.Module):
 
     ``loss_weight * (1/B) sum_b ||G_t(b) - G_s(b)||_2^2`` (``reduction='batchmean'``, the
     paper's formula with one ``lambda_i = loss_weight`` per pair), or the mean over the
-    matrix elements (``'mean'``, RepDistiller's choice). The teacher gets no gradient.
+    matrix elements (``'mean'``, RepDistiller's choice). The teacher gets no gradient. The
+    matrices and their distance are computed in float32, whatever the inputs' precision.
 
     Declare one loss per pair with the ``taps`` form of ``tap_pairs``::
 
@@ -75,19 +77,17 @@ class FSPLoss(nn.Module):
     channels filled from the dry run); otherwise the build fails naming the tap.
 
     Args:
-        loss_weight: ``lambda`` of this pair. Defaults to 1.0.
+        loss_weight: ``lambda`` of this pair (> 0). Defaults to 1.0.
         reduction: ``'batchmean'`` (sum over the matrix, mean over the batch) or ``'mean'``.
             Defaults to ``'batchmean'``.
     """
 
     def __init__(self, loss_weight: float = 1.0, reduction: str = 'batchmean') -> None:
         super().__init__()
-        if reduction not in REDUCTIONS:
-            raise ValueError(f'FSPLoss: reduction must be one of {REDUCTIONS}, '
-                             f'got {reduction!r}.')
-        self.loss_weight = loss_weight
-        self.reduction = reduction
+        self.loss_weight = check_loss_weight(self, loss_weight)
+        self.reduction = check_choice(self, 'reduction', reduction, REDUCTIONS)
 
+    @float32_reduction
     def forward(self, student_first: torch.Tensor, student_second: torch.Tensor,
                 teacher_first: torch.Tensor, teacher_second: torch.Tensor) -> torch.Tensor:
         """Args:
@@ -97,7 +97,7 @@ class FSPLoss(nn.Module):
             teacher_second: Teacher map at the end, shape (B, C2, H2', W2').
 
         Returns:
-            Tensor: Scalar loss.
+            Tensor: Scalar loss, float32.
         """
         student = fsp_matrix(student_first, student_second)
         with torch.no_grad():

@@ -3,6 +3,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmkd.registry import MODELS
+from .precision import float32_reduction
+from .validation import check_loss_weight, check_positive
+
+#: The message's "Fix: set tau to ..." for every softmax temperature.
+TAU_FIX = 'the softmax temperature, e.g. tau=4 (1 for ImageNet)'
 
 
 def kl_divergence_with_temperature(student: torch.Tensor, teacher: torch.Tensor,
@@ -32,25 +37,27 @@ class KDLoss(nn.Module):
     shape (B, K, H, W) (a segmentation head's) it is pixel-wise KD: the KL divergence over the
     classes of each pixel, averaged over the batch and the pixels.
 
+    Computed in float32 on half-precision inputs (see :func:`float32_reduction`).
+
     Args:
-        tau: Temperature ``T``. Defaults to 4 (the CIFAR setting of RepDistiller/mdistiller).
-        loss_weight: Weight of the loss. Defaults to 1.0.
+        tau: Temperature ``T`` (> 0). Defaults to 4 (the CIFAR setting of
+            RepDistiller/mdistiller).
+        loss_weight: Weight of the loss (> 0). Defaults to 1.0.
     """
 
     def __init__(self, tau: float = 4.0, loss_weight: float = 1.0) -> None:
         super().__init__()
-        if tau <= 0:
-            raise ValueError(f'KDLoss: tau must be positive, got {tau}.')
-        self.tau = tau
-        self.loss_weight = loss_weight
+        self.tau = check_positive(self, 'tau', tau, fix=TAU_FIX)
+        self.loss_weight = check_loss_weight(self, loss_weight)
 
+    @float32_reduction
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         """Args:
             student: Student logits, shape (B, K) or (B, K, ...).
             teacher: Teacher logits, the same shape.
 
         Returns:
-            Tensor: Scalar loss.
+            Tensor: Scalar loss, float32.
         """
         teacher = teacher.detach()
         return self.loss_weight * kl_divergence_with_temperature(student, teacher, self.tau).mean()

@@ -2,6 +2,8 @@ import torch
 import torch.nn as nn
 
 from mmkd.registry import MODELS
+from .precision import float32_reduction
+from .validation import check_loss_weight, check_positive
 
 
 def partial_l2(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -33,28 +35,30 @@ class OFDLoss(nn.Module):
     The official code divides the summed distance by the batch size and by 1000 on CIFAR or
     10000 on ImageNet (``divisor``); each stage ``i`` of ``N`` is further divided by
     ``2^(N-i-1)`` (``loss_weight``: 1 for the last stage, 1/2 for the one before, ...).
-    Segmentation in the paper multiplies by 1e-5 instead (``divisor=1e5``).
+    Segmentation in the paper multiplies by 1e-5 instead (``divisor=1e5``). The sum runs in
+    float32 on half-precision inputs (in float16 it overflows above 65504).
 
     Args:
-        loss_weight: Weight of this tap, e.g. ``1 / 2**(N - i - 1)``. Defaults to 1.0.
-        divisor: The paper's normalisation: 1000 (CIFAR, the default), 10000 (ImageNet),
-            1e5 (segmentation).
+        loss_weight: Weight of this tap (> 0), e.g. ``1 / 2**(N - i - 1)``. Defaults to 1.0.
+        divisor: The paper's normalisation (> 0): 1000 (CIFAR, the default), 10000
+            (ImageNet), 1e5 (segmentation).
     """
 
     def __init__(self, loss_weight: float = 1.0, divisor: float = 1000.0) -> None:
         super().__init__()
-        if divisor <= 0:
-            raise ValueError(f'OFDLoss: divisor must be positive, got {divisor}.')
-        self.loss_weight = loss_weight
-        self.divisor = divisor
+        self.loss_weight = check_loss_weight(self, loss_weight)
+        self.divisor = check_positive(
+            self, 'divisor', divisor,
+            fix='the normalisation: 1000 (CIFAR), 10000 (ImageNet) or 1e5 (segmentation)')
 
+    @float32_reduction
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         """Args:
             student: Student feature after its connector, shape (B, C, H, W).
             teacher: Teacher feature after the margin ReLU, shape (B, C, H, W).
 
         Returns:
-            Tensor: Scalar loss.
+            Tensor: Scalar loss, float32.
         """
         distance = partial_l2(student, teacher.detach())
         return self.loss_weight * distance.sum() / (student.shape[0] * self.divisor)

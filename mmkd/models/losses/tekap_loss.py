@@ -4,7 +4,11 @@ import torch
 import torch.nn as nn
 
 from mmkd.registry import MODELS, build_component
-from .kd_loss import kl_divergence_with_temperature
+from mmkd.utils.errors import ConfigError
+from .kd_loss import TAU_FIX, kl_divergence_with_temperature
+from .precision import float32_reduction
+from .validation import (check_count, check_loss_weight, check_non_negative, check_number,
+                         check_positive)
 
 
 def perturbed_views(teacher: torch.Tensor, num_views: int, noise_weight: float,
@@ -34,13 +38,22 @@ def total_weight(num_views: int, view_weight: float) -> float:
     return 1 + num_views * view_weight
 
 
-def _check_views(owner: str, num_views: int, noise_weight: float, noise_std: float) -> None:
-    if num_views < 0:
-        raise ValueError(f'{owner}: num_views must be >= 0, got {num_views}.')
-    if not 0 <= noise_weight <= 1:
-        raise ValueError(f'{owner}: noise_weight must be in [0, 1], got {noise_weight}.')
-    if noise_std < 0:
-        raise ValueError(f'{owner}: noise_std must be >= 0, got {noise_std}.')
+def _check_views(owner: nn.Module, num_views: int, noise_weight: float, noise_std: float,
+                 view_weight: float) -> None:
+    """Check the perturbation hyper-parameters shared by both TeKAP losses."""
+    check_count(owner, 'num_views', num_views, 0,
+                fix='the number of perturbed teachers, e.g. 3 (0 for plain distillation)')
+    check_number(owner, 'noise_weight', noise_weight, low=0, high=1,
+                 fix='the mixing weight of the noise, e.g. 0.1')
+    check_non_negative(owner, 'noise_std', noise_std,
+                       fix='the standard deviation of the noise, e.g. 0.1 for features')
+    check_non_negative(owner, 'view_weight', view_weight,
+                       fix='the weight of each perturbed view, e.g. 0.8')
+    if num_views > 0 and view_weight == 0:
+        raise ConfigError(
+            f'{type(owner).__name__}: view_weight=0 with num_views={num_views} computes '
+            f'{num_views} perturbed views at every step and discards them. Fix: set '
+            'num_views=0 for plain distillation, or give view_weight a value > 0 (e.g. 0.8).')
 
 
 @MODELS.register_module()
@@ -51,13 +64,15 @@ class TeKAPLoss(nn.Module):
     ``z_i = (1 - a) z_t + a eps_i``, ``eps_i ~ N(0, 1)`` drawn fresh at every step (see
     :func:`perturbed_views`) and ``KL_T(z, z_s) = KL(softmax(z / T) || softmax(z_s / T)) T^2``.
     With ``num_views=0`` it is exactly :class:`KDLoss`. Defaults are the official code's.
+    Computed in float32 on half-precision inputs.
 
     Args:
-        tau: Temperature ``T``. Defaults to 4.
-        num_views: Number of perturbed teachers ``N``. Defaults to 3.
-        noise_weight: Mixing weight ``a``. Defaults to 0.1.
-        view_weight: Weight ``lambda`` of each perturbed view. Defaults to 0.8.
-        loss_weight: Weight of the whole loss. Defaults to 1.0.
+        tau: Temperature ``T`` (> 0). Defaults to 4.
+        num_views: Number of perturbed teachers ``N`` (an integer >= 0). Defaults to 3.
+        noise_weight: Mixing weight ``a``, in [0, 1]. Defaults to 0.1.
+        view_weight: Weight ``lambda`` of each perturbed view (>= 0; > 0 when ``N > 0``).
+            Defaults to 0.8.
+        loss_weight: Weight of the whole loss (> 0). Defaults to 1.0.
         normalize: Divide by ``1 + N * lambda``, so that ``loss_weight`` is the total weight of
             the teacher terms, as for :class:`KDLoss` (the official sum weighs them
             ``1 + N * lambda`` = 3.4 times more with the defaults). Defaults to False.
@@ -67,23 +82,22 @@ class TeKAPLoss(nn.Module):
                  view_weight: float = 0.8, loss_weight: float = 1.0,
                  normalize: bool = False) -> None:
         super().__init__()
-        if tau <= 0:
-            raise ValueError(f'TeKAPLoss: tau must be positive, got {tau}.')
-        _check_views('TeKAPLoss', num_views, noise_weight, 1.0)
-        self.tau = tau
+        self.tau = check_positive(self, 'tau', tau, fix=TAU_FIX)
+        _check_views(self, num_views, noise_weight, 1.0, view_weight)
         self.num_views = num_views
         self.noise_weight = noise_weight
         self.view_weight = view_weight
-        self.loss_weight = loss_weight
+        self.loss_weight = check_loss_weight(self, loss_weight)
         self.normalize = normalize
 
+    @float32_reduction
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         """Args:
             student: Student logits, shape (B, K) or (B, K, ...) (per pixel, as KDLoss).
             teacher: Teacher logits, the same shape.
 
         Returns:
-            Tensor: Scalar loss.
+            Tensor: Scalar loss, float32.
         """
         teacher = teacher.detach()
         per_sample = kl_divergence_with_temperature(student, teacher, self.tau)
@@ -108,14 +122,17 @@ class TeKAPFeatureLoss(nn.Module):
     ``FitNetsLoss``, ``OFDLoss``): it wraps that loss, so TeKAP composes with the method in use.
     The views are made from the teacher's feature as the wrapped loss receives it (after the
     teacher's connectors, e.g. OFD's margin ReLU). The official code's noise scale for features
-    is ``sigma = 0.1`` (``a * sigma = 0.01`` in absolute units of the feature).
+    is ``sigma = 0.1`` (``a * sigma = 0.01`` in absolute units of the feature). The views and
+    the wrapped loss are computed in float32 on half-precision inputs.
 
     Args:
         loss: Config of the wrapped feature loss (its ``loss_weight`` scales every term).
-        num_views: Number of perturbed teachers ``N``. Defaults to 3.
-        noise_weight: Mixing weight ``a``. Defaults to 0.1.
-        noise_std: ``sigma``, the noise's standard deviation before mixing. Defaults to 0.1.
-        view_weight: Weight ``lambda`` of each perturbed view. Defaults to 0.8.
+        num_views: Number of perturbed teachers ``N`` (an integer >= 0). Defaults to 3.
+        noise_weight: Mixing weight ``a``, in [0, 1]. Defaults to 0.1.
+        noise_std: ``sigma``, the noise's standard deviation before mixing (>= 0). Defaults
+            to 0.1.
+        view_weight: Weight ``lambda`` of each perturbed view (>= 0; > 0 when ``N > 0``).
+            Defaults to 0.8.
         normalize: Divide by ``1 + N * lambda``, so that the wrapped loss's ``loss_weight`` is
             the total weight of the teacher terms. Defaults to False (the official sum).
     """
@@ -124,7 +141,7 @@ class TeKAPFeatureLoss(nn.Module):
                  noise_std: float = 0.1, view_weight: float = 0.8,
                  normalize: bool = False) -> None:
         super().__init__()
-        _check_views('TeKAPFeatureLoss', num_views, noise_weight, noise_std)
+        _check_views(self, num_views, noise_weight, noise_std, view_weight)
         self.loss = build_component(MODELS, loss) if isinstance(loss, dict) else loss
         self.num_views = num_views
         self.noise_weight = noise_weight
@@ -137,13 +154,14 @@ class TeKAPFeatureLoss(nn.Module):
         """The wrapped loss's answer (see the distiller's dry-run shape check)."""
         return getattr(self.loss, 'compares_shapes', True)
 
+    @float32_reduction
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         """Args:
             student: Student feature (after its connectors), e.g. shape (B, C, H, W).
             teacher: Teacher feature, the shape the wrapped loss expects.
 
         Returns:
-            Tensor: Scalar loss.
+            Tensor: Scalar loss, float32.
         """
         teacher = teacher.detach()
         loss = self.loss(student, teacher)
