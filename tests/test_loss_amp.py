@@ -1,6 +1,6 @@
 """Every loss takes half-precision inputs (float16, bfloat16, mixed with a float32 teacher, under
 autocast), reduces in float32 and returns a float32 scalar equal to the float32 computation."""
-from typing import Callable, Dict
+from typing import Dict
 
 import pytest
 import torch

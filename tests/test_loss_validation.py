@@ -77,6 +77,8 @@ HYPER_PARAMETERS = [
     (dict(type='TeKAPFeatureLoss', loss=dict(type='FitNetsLoss')), 'view_weight',
      [-0.8, 0], 0.8),
     (dict(type='TeKAPFeatureLoss', loss=dict(type='FitNetsLoss')), 'num_views', [-3, 1.5], 1),
+    (dict(type='TeKAPLoss'), 'normalize', ['False', None], True),
+    (dict(type='TeKAPFeatureLoss', loss=dict(type='FitNetsLoss')), 'normalize', ['yes'], False),
     (dict(type='DearKDLogitLoss'), 'mode', ['medium'], 'soft'),
     (dict(type='DearKDLogitLoss', mode='soft'), 'tau', [0, -3, NAN], 3.0),
     (dict(type='DearKDLogitLoss'), 'label_smoothing', [-0.1, 1.0, NAN], 0.1),

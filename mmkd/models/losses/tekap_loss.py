@@ -7,8 +7,8 @@ from mmkd.registry import MODELS, build_component
 from mmkd.utils.errors import ConfigError
 from .kd_loss import TAU_FIX, kl_divergence_with_temperature
 from .precision import float32_reduction
-from .validation import (check_count, check_loss_weight, check_non_negative, check_number,
-                         check_positive)
+from .validation import (check_choice, check_count, check_loss_weight, check_non_negative,
+                         check_number, check_positive)
 
 
 def perturbed_views(teacher: torch.Tensor, num_views: int, noise_weight: float,
@@ -88,7 +88,7 @@ class TeKAPLoss(nn.Module):
         self.noise_weight = noise_weight
         self.view_weight = view_weight
         self.loss_weight = check_loss_weight(self, loss_weight)
-        self.normalize = normalize
+        self.normalize = check_choice(self, 'normalize', normalize, (True, False))
 
     @float32_reduction
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -147,7 +147,7 @@ class TeKAPFeatureLoss(nn.Module):
         self.noise_weight = noise_weight
         self.noise_std = noise_std
         self.view_weight = view_weight
-        self.normalize = normalize
+        self.normalize = check_choice(self, 'normalize', normalize, (True, False))
 
     @property
     def compares_shapes(self) -> bool:
