@@ -1,6 +1,7 @@
 """Helpers shared by the tests: tiny real models of mmpretrain/mmdet/mmseg, teacher checkpoints
 written to a temp dir, and training through tools/train.py's code path."""
 import copy
+import os
 import os.path as osp
 import runpy
 import sys
@@ -67,13 +68,19 @@ def digits_options(epochs: int = 1, val_interval: int = 1) -> dict:
 
 def run_tool(path: str, argv) -> None:
     """Run ``tools/<...>.py`` (``path`` relative to the repository) as ``python path argv``, in
-    this process."""
-    old = sys.argv
+    this process, in debug mode (``MMKD_DEBUG=1``): a user mistake arrives as its exception, not
+    as exit status 2 (tests/test_cli_errors.py checks that)."""
+    old_argv, old_debug = sys.argv, os.environ.get('MMKD_DEBUG')
     sys.argv = [path, *map(str, argv)]
+    os.environ['MMKD_DEBUG'] = '1'
     try:
         runpy.run_path(osp.join(REPO, path), run_name='__main__')
     finally:
-        sys.argv = old
+        sys.argv = old_argv
+        if old_debug is None:
+            os.environ.pop('MMKD_DEBUG')
+        else:
+            os.environ['MMKD_DEBUG'] = old_debug
 
 
 class StudentSnapshot(Hook):

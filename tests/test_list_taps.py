@@ -9,6 +9,7 @@ from mmengine.config import Config
 from helpers import config_path, run_tool, tiny_classifier
 from mmkd.apis.taps import connectors_needed, discover_taps, load_models, pair_stages
 from mmkd.models.recorders import RecorderManager
+from mmkd.utils.errors import ConfigError
 
 RESNET18 = 'mmpretrain::resnet/resnet18_8xb32_in1k.py'
 
@@ -78,7 +79,7 @@ def test_distillation_config_pairs_stages_and_names_the_connector(capsys):
     assert re.search(r'backbone\.layer4\.1\.conv2\s+\(1, 256, 1, 1\)', out)  # --modules
     student_only = list_taps([config_path('digits/kd_resnet18_w32_w4.py'), '--student'], capsys)
     assert 'teacher:' not in student_only and 'student:' in student_only
-    with pytest.raises(SystemExit, match='not a distillation config'):
+    with pytest.raises(ConfigError, match='not a distillation config'):
         list_taps([RESNET18, '--teacher'], capsys)
 
 

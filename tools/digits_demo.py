@@ -12,6 +12,7 @@ printed and written to ``<work-dir>/results.md`` and ``results.json``.
 import argparse
 
 from mmkd.apis.digits_demo import DIGITS_ENTRIES, format_table, run_comparison, write_report
+from mmkd.utils.cli import add_debug_argument, run_cli
 
 
 def parse_args() -> argparse.Namespace:
@@ -38,6 +39,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--retrain-teacher', action='store_true',
                         help='train the teacher even if its cache is valid')
     parser.add_argument('--list', action='store_true', help='list the methods and exit')
+    add_debug_argument(parser)
     return parser.parse_args()
 
 
@@ -57,4 +59,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -15,6 +15,8 @@ from mmkd.apis.taps import (default_input_shape, discover_taps, format_pairs,
                             format_tap_pairs_cfg, format_taps, load_models, module_outputs,
                             pair_stages)
 from mmkd.utils import register_all_modules
+from mmkd.utils.cli import add_debug_argument, run_cli
+from mmkd.utils.errors import ConfigError
 
 
 def parse_args() -> argparse.Namespace:
@@ -29,6 +31,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--modules', nargs='?', const='*', metavar='PATTERN',
                         help='also list every module (matching the fnmatch PATTERN, e.g. '
                         "'backbone.layer4*') with its output shape, for ModuleOutputs")
+    add_debug_argument(parser)
     return parser.parse_args()
 
 
@@ -37,8 +40,8 @@ def main() -> None:
     register_all_modules(init_default_scope=False)
     models = load_models(args.config)
     if (args.student or args.teacher) and 'model' in models:
-        raise SystemExit(f'{args.config} is not a distillation config: it has no student and '
-                         'teacher; drop --student/--teacher.')
+        raise ConfigError(f'{args.config} is not a distillation config: it has no student and '
+                          'teacher; drop --student/--teacher.')
     wanted = [role for role in models
               if not (args.student and role == 'teacher' or args.teacher and role == 'student')]
     shape = tuple(args.input_shape or default_input_shape(args.config))
@@ -62,4 +65,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -9,6 +9,7 @@ import os
 from mmengine.config import DictAction
 
 from mmkd.apis.test import build_test_runner
+from mmkd.utils.cli import add_debug_argument, require_file, run_cli
 
 
 def parse_args() -> argparse.Namespace:
@@ -22,6 +23,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_debug_argument(parser)
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
@@ -29,10 +31,11 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    require_file(args.checkpoint, 'checkpoint')
     runner = build_test_runner(args.config, args.checkpoint, args.work_dir, args.out,
                                args.cfg_options, args.launcher)
     runner.test()
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

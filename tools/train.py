@@ -9,6 +9,7 @@ import os
 from mmengine.config import DictAction
 
 from mmkd.apis.train import build_train_runner
+from mmkd.utils.cli import add_debug_argument, require_file, run_cli
 
 
 def parse_args() -> argparse.Namespace:
@@ -28,6 +29,7 @@ def parse_args() -> argparse.Namespace:
                         default='none', help='job launcher')
     # torchrun passes --local-rank (torch >= 2.0) or --local_rank (older launchers).
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_debug_argument(parser)
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
@@ -35,10 +37,12 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if args.resume not in (None, 'auto'):
+        require_file(args.resume, '--resume checkpoint')
     runner = build_train_runner(args.config, args.work_dir, args.amp, args.auto_scale_lr,
                                 args.resume, args.cfg_options, args.launcher)
     runner.train()
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -22,6 +22,7 @@ from mmengine.config import Config
 from mmengine.runner import find_latest_checkpoint
 
 from mmkd.models.builder import mmkd_config_path
+from mmkd.utils.errors import ConfigError, NameNotFoundError
 from .test import build_test_runner
 from .train import build_train_runner
 
@@ -116,13 +117,13 @@ def shorten_schedule(cfg: Config, epochs: int) -> None:
     """Train for ``epochs`` epochs: sets ``max_epochs``, fits epoch-based schedulers (``T_max``,
     ``end``) into the new length and saves a checkpoint at the end."""
     if epochs < 1:
-        raise ValueError(f'epochs must be >= 1, got {epochs}.')
+        raise ConfigError(f'epochs must be >= 1, got {epochs} (--epochs).')
     cfg.train_cfg.max_epochs = epochs
     schedulers = cfg.get('param_scheduler') or []
     for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
         if not scheduler.get('by_epoch', True):
-            raise ValueError(f'cannot shorten the iteration-based scheduler {scheduler} to '
-                             f'{epochs} epochs; drop --epochs or make it by_epoch.')
+            raise ConfigError(f'cannot shorten the iteration-based scheduler {scheduler} to '
+                              f'{epochs} epochs; drop --epochs or make it by_epoch.')
         begin = scheduler.get('begin', 0)
         if 'T_max' in scheduler:
             scheduler.T_max = max(epochs - begin, 1)
@@ -159,11 +160,12 @@ def digits_config(config: str, seed: Optional[int] = None, epochs: Optional[int]
         shorten_schedule(cfg, epochs)
     if val_interval is not None:
         if val_interval < 1:
-            raise ValueError(f'val_interval must be >= 1, got {val_interval}.')
+            raise ConfigError(f'val_interval must be >= 1, got {val_interval} '
+                              '(--val-interval).')
         cfg.train_cfg.val_interval = val_interval
     if is_distillation_config(cfg):
         if teacher_ckpt is None:
-            raise ValueError(f'{config} distils from a teacher: give teacher_ckpt.')
+            raise ConfigError(f'{config} distils from a teacher: give teacher_ckpt.')
         cfg.model.teacher_ckpt = teacher_ckpt
     return cfg
 
@@ -171,11 +173,11 @@ def digits_config(config: str, seed: Optional[int] = None, epochs: Optional[int]
 def set_shots_per_class(cfg: Config, config: str, shots_per_class: int) -> None:
     """Train on ``shots_per_class`` images per class (0: all of them)."""
     if shots_per_class < 0:
-        raise ValueError(f'shots_per_class must be >= 0, got {shots_per_class}.')
+        raise ConfigError(f'shots_per_class must be >= 0, got {shots_per_class}.')
     dataset = cfg.train_dataloader.dataset
     if 'shots_per_class' not in dataset:
-        raise ValueError(f'{config} does not train on a few-shot subset of digits (its '
-                         f'dataset is {dataset.get("type")}); drop shots_per_class for it.')
+        raise ConfigError(f'{config} does not train on a few-shot subset of digits (its '
+                          f'dataset is {dataset.get("type")}); drop shots_per_class for it.')
     dataset.shots_per_class = shots_per_class or None
 
 
@@ -309,14 +311,16 @@ def resolve_entries(names: Optional[Sequence[str]] = None) -> List[str]:
     compared with, baselines first.
 
     Raises:
-        KeyError: An unknown name (the message lists the known ones).
+        NameNotFoundError: A ``KeyError`` for an unknown name (the message lists the known
+            ones).
         FileNotFoundError: An entry's config is missing.
     """
     if names is None:
         names = [name for name, entry in DIGITS_ENTRIES.items() if entry.in_demo]
     unknown = [name for name in names if name not in DIGITS_ENTRIES]
     if unknown:
-        raise KeyError(f'unknown digits methods {unknown}; known: {list(DIGITS_ENTRIES)}.')
+        raise NameNotFoundError(f'unknown digits methods {unknown}; known: '
+                                f'{list(DIGITS_ENTRIES)} (tools/digits_demo.py --list).')
     wanted = set(names) | {DIGITS_ENTRIES[name].baseline for name in names} - {None}
     ordered = sorted(wanted, key=lambda name: (DIGITS_ENTRIES[name].baseline is not None,
                                                list(DIGITS_ENTRIES).index(name)))
@@ -353,7 +357,7 @@ def run_comparison(names: Optional[Sequence[str]] = None,
     """
     names = resolve_entries(names)
     if not seeds:
-        raise ValueError('give at least one seed.')
+        raise ConfigError('give at least one seed (--seeds 0 1 2).')
     start = time.perf_counter()
     teacher = prepare_teacher(teacher_dir, teacher_epochs, retrain_teacher, teacher_ckpt)
     comparison = Comparison(teacher, seeds=tuple(seeds), epochs=epochs)

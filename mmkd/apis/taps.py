@@ -18,6 +18,7 @@ import torch.nn as nn
 from mmengine.model import BaseModel
 
 from mmkd.models.builder import build_model_from_cfg, read_config, strip_pretrained_init
+from mmkd.utils.errors import ConfigTypeError, NameNotFoundError
 from mmkd.models.recorders import (ModuleOutputsRecorder, PreReLURecorder, RecorderManager)
 
 Shape = Tuple[int, ...]
@@ -75,7 +76,9 @@ class TapPair:
 def _without_pretrained(model_cfg: Any) -> Any:
     """A student/teacher config that builds without downloading or loading weights."""
     if not isinstance(model_cfg, dict):
-        raise TypeError(f'expected a model config dict, got {type(model_cfg).__name__}.')
+        raise ConfigTypeError('the student (architecture) and the teacher of a distillation '
+                              'config must be model config dicts (or dict(cfg_path=...)), got '
+                              f'{type(model_cfg).__name__}.')
     model_cfg = copy.deepcopy(model_cfg)
     if 'cfg_path' in model_cfg:
         model_cfg['pretrained'] = False
@@ -98,7 +101,8 @@ def load_models(config: str, roles: Sequence[str] = ('student', 'teacher')
     """
     cfg, _ = read_config(config)
     if 'model' not in cfg:
-        raise KeyError(f'{config} has no `model` entry.')
+        raise NameNotFoundError(f'{config} has no `model` entry; give a model config or a '
+                                'distillation config.')
     model_cfg = cfg.model.to_dict()
     if 'architecture' in model_cfg and 'teacher' in model_cfg:
         keys = {'student': 'architecture', 'teacher': 'teacher'}
@@ -203,6 +207,18 @@ def _tap_from(name: str, kind: str, records: Dict[str, Any]) -> Optional[Tap]:
     return None  # did not run, returns no tensor, or no activation follows it
 
 
+def _run_plain(model: nn.Module, inputs: torch.Tensor) -> None:
+    """One forward pass without recorders; its error, if any, says what the dummy input was."""
+    try:
+        with torch.no_grad():
+            run_model(model, inputs)
+    except Exception as error:
+        error.add_note(f'(raised by the forward pass of {type(model).__name__} on a dummy input '
+                       f'of shape {tuple(inputs.shape)}; if that size does not suit the model, '
+                       'give another with --input-shape C H W)')
+        raise
+
+
 def discover_taps(model: nn.Module, input_shape: Sequence[int],
                   activations: Sequence[str] = ACTIVATIONS) -> List[Tap]:
     """Candidate pre-ReLU taps of ``model`` with the shapes recorded for a dummy input.
@@ -224,6 +240,8 @@ def discover_taps(model: nn.Module, input_shape: Sequence[int],
             records = _record(model, {key: recorder for name, _ in candidates
                                       for key, recorder in _recorders_for(name).items()}, inputs)
         except Exception:
+            # A model that fails without recorders is not a recorder problem: let it raise.
+            _run_plain(model, inputs)
             # A candidate the recorder cannot handle (e.g. its activation never runs): record
             # the candidates one at a time and leave out those that fail.
             records = {}

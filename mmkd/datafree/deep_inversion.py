@@ -11,6 +11,7 @@ from mmkd.models.losses.dearkd_deepinversion_loss import (BNStatisticsLoss, l2_p
                                                           total_variation)
 from mmkd.models.losses.dearkd_intra_divergence_loss import IntraDivergenceLoss
 from mmkd.registry import TASK_UTILS
+from mmkd.utils.errors import ConfigError
 
 
 def teacher_logits_and_embeddings(teacher: nn.Module,
@@ -94,10 +95,12 @@ class DeepInversionSynthesizer:
                  clip: bool = True) -> None:
         schedule = [tuple(stage) for stage in resolution_schedule]
         if not schedule or schedule[-1][0] != image_size:
-            raise ValueError(f'DeepInversionSynthesizer: the last stage of resolution_schedule '
-                             f'{schedule} must be at image_size={image_size}.')
+            raise ConfigError(f'DeepInversionSynthesizer: the last stage of '
+                              f'resolution_schedule {schedule} must be at '
+                              f'image_size={image_size}.')
         if any(side <= 0 or iters < 0 for side, iters in schedule):
-            raise ValueError(f'DeepInversionSynthesizer: bad resolution_schedule {schedule}.')
+            raise ConfigError(f'DeepInversionSynthesizer: bad resolution_schedule {schedule}: '
+                              'give (side > 0, iterations >= 0) pairs.')
         self.image_size = image_size
         self.resolution_schedule = schedule
         self.lr, self.betas, self.warmup_iters = lr, tuple(betas), warmup_iters

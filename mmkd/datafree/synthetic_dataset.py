@@ -12,6 +12,7 @@ from mmpretrain.datasets import BaseDataset
 from mmkd.models.algorithms.teacher import load_teacher_checkpoint
 from mmkd.models.builder import build_model_from_cfg
 from mmkd.registry import DATASETS, TASK_UTILS, build_component
+from mmkd.utils.errors import ConfigError
 
 
 def to_pixels(images: torch.Tensor, data_preprocessor: nn.Module) -> torch.Tensor:
@@ -76,10 +77,10 @@ class DeepInversionDataset(BaseDataset):
                  test_mode: bool = False,
                  **kwargs) -> None:
         if num_per_class <= 0 or batch_size <= 0:
-            raise ValueError('DeepInversionDataset: num_per_class and batch_size must be '
+            raise ConfigError('DeepInversionDataset: num_per_class and batch_size must be '
                              f'positive, got {num_per_class} and {batch_size}.')
         if cache_file is None and get_world_size() > 1:
-            raise ValueError('DeepInversionDataset: give cache_file in distributed runs, so '
+            raise ConfigError('DeepInversionDataset: give cache_file in distributed runs, so '
                              'that every rank trains on the images rank 0 synthesises.')
         self.teacher_cfg = teacher
         self.teacher_ckpt = teacher_ckpt
@@ -98,7 +99,7 @@ class DeepInversionDataset(BaseDataset):
         if self.teacher_ckpt is not None:
             load_teacher_checkpoint(teacher, self.teacher_ckpt)
         elif isinstance(self.teacher_cfg, dict) and not self.teacher_cfg.get('pretrained'):
-            raise ValueError('DeepInversionDataset: the teacher has no weights; set '
+            raise ConfigError('DeepInversionDataset: the teacher has no weights; set '
                              'teacher_ckpt=<path to the trained teacher>.')
         return teacher.to(self.device).eval()
 
@@ -115,7 +116,7 @@ class DeepInversionDataset(BaseDataset):
         teacher = self._build_teacher()
         num_classes = self.num_classes or getattr(teacher.head, 'num_classes', None)
         if num_classes is None:
-            raise ValueError('DeepInversionDataset: give num_classes (the teacher head has '
+            raise ConfigError('DeepInversionDataset: give num_classes (the teacher head has '
                              'no num_classes).')
         synthesizer = build_component(TASK_UTILS, self.synthesizer_cfg)
         generator = torch.Generator().manual_seed(self.seed)

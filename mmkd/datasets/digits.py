@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from mmpretrain.datasets import BaseDataset
 
 from mmkd.registry import DATASETS
+from mmkd.utils.errors import ConfigError
 
 SPLITS = ('train', 'val')
 
@@ -35,8 +36,8 @@ def few_shot_indices(indices: np.ndarray, labels: np.ndarray, shots_per_class: i
     for label in np.unique(labels[indices]):
         members = indices[labels[indices] == label]
         if len(members) < shots_per_class:
-            raise ValueError(f'class {label} has {len(members)} images, fewer than '
-                             f'shots_per_class={shots_per_class}.')
+            raise ConfigError(f'class {label} has {len(members)} images, fewer than '
+                              f'shots_per_class={shots_per_class}; lower shots_per_class.')
         kept.extend(rng.choice(members, shots_per_class, replace=False))
     return np.sort(np.array(kept))
 
@@ -83,9 +84,10 @@ class DigitsDataset(BaseDataset):
                  test_mode: bool = False,
                  **kwargs) -> None:
         if split not in SPLITS:
-            raise ValueError(f'DigitsDataset: split must be one of {SPLITS}, got {split!r}.')
+            raise ConfigError(f'DigitsDataset: split must be one of {SPLITS}, got {split!r}.')
         if not 0 < val_fraction < 1:
-            raise ValueError(f'DigitsDataset: val_fraction must be in (0, 1), got {val_fraction}.')
+            raise ConfigError(f'DigitsDataset: val_fraction must be in (0, 1), got '
+                              f'{val_fraction}.')
         self.split = split
         self.val_fraction = val_fraction
         self.split_seed = split_seed

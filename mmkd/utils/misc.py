@@ -4,6 +4,8 @@ from typing import Iterable, List
 
 import torch.nn as nn
 
+from .errors import NameNotFoundError
+
 
 def close_matches(name: str, candidates: Iterable[str], n: int = 5) -> List[str]:
     """Return up to ``n`` candidates that look like ``name``, best first.
@@ -27,11 +29,11 @@ def get_submodule(model: nn.Module, name: str, model_name: str = 'model') -> nn.
     """Return ``model``'s submodule called ``name`` (``''`` is the model itself).
 
     Raises:
-        KeyError: naming the missing module and listing close matches.
+        NameNotFoundError: A ``KeyError`` naming the missing module and listing close matches.
     """
     modules = dict(model.named_modules())
     if name not in modules:
-        raise KeyError(f'{model_name} has no module named {name!r}.'
-                       f'{did_you_mean(name, [k for k in modules if k])} '
-                       f'Run tools/list_taps.py on the config to see the names.')
+        raise NameNotFoundError(f'{model_name} has no module named {name!r}.'
+                                f'{did_you_mean(name, [k for k in modules if k])} '
+                                'Run tools/list_taps.py on the config to see the names.')
     return modules[name]

@@ -2,6 +2,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from mmkd.registry import HOOKS
+from mmkd.utils.errors import ConfigError
 
 
 def unwrap(model):
@@ -30,7 +31,7 @@ class DistillSwitchHook(Hook):
     def __init__(self, stop_at: int, by_epoch: bool = True,
                  reset_optimizer_state: bool = False) -> None:
         if stop_at < 0:
-            raise ValueError(f'DistillSwitchHook: stop_at must be >= 0, got {stop_at}.')
+            raise ConfigError(f'DistillSwitchHook: stop_at must be >= 0, got {stop_at}.')
         self.stop_at = stop_at
         self.by_epoch = by_epoch
         self.reset_optimizer_state = reset_optimizer_state

@@ -10,6 +10,7 @@ from mmengine.model import is_model_wrapper
 
 from mmkd.models.connectors.ofd_connector import OFDTeacherConnector
 from mmkd.registry import HOOKS
+from mmkd.utils.errors import ConfigError, ConfigTypeError
 
 
 @dataclass
@@ -83,7 +84,8 @@ def measure_empirical_margins(model, data_batches: Iterable[dict],
     finally:
         model.train(was_training)
     if num_batches == 0:
-        raise ValueError('measure_empirical_margins: no batch to measure the margins on.')
+        raise ConfigError('measure_empirical_margins: no batch to measure the margins on: the '
+                          'data given (the train dataloader for OFDMarginHook) is empty.')
     for tap in taps:
         for value in tap.connector.measuring_state().values():
             dist.all_reduce(value, op='sum')
@@ -108,18 +110,18 @@ class OFDMarginHook(Hook):
 
     def __init__(self, num_batches: int = 20) -> None:
         if num_batches < 1:
-            raise ValueError(f'OFDMarginHook: num_batches must be >= 1, got {num_batches}.')
+            raise ConfigError(f'OFDMarginHook: num_batches must be >= 1, got {num_batches}.')
         self.num_batches = num_batches
 
     def before_train(self, runner) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         if not hasattr(model, 'distiller'):
-            raise TypeError(f'OFDMarginHook needs a distillation algorithm, got '
-                            f'{type(model).__name__}.')
+            raise ConfigTypeError(f'OFDMarginHook needs a distillation algorithm, got '
+                                  f'{type(model).__name__}; remove the hook from custom_hooks.')
         taps = empirical_taps(model.distiller)
         if not taps:
-            raise ValueError("OFDMarginHook: no OFDTeacherConnector has margin_source="
-                             "'empirical'; remove the hook or set margin_source='empirical'.")
+            raise ConfigError("OFDMarginHook: no OFDTeacherConnector has margin_source="
+                              "'empirical'; remove the hook or set margin_source='empirical'.")
         pending = [tap for tap in taps if not bool(tap.connector.margin_ready)]
         if not pending:
             runner.logger.info('OFDMarginHook: margins restored from the checkpoint.')

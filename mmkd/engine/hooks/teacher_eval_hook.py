@@ -3,6 +3,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from mmkd.registry import HOOKS
+from mmkd.utils.errors import ConfigRuntimeError
 
 
 @HOOKS.register_module()
@@ -18,7 +19,8 @@ class TeacherEvalHook(Hook):
 
     def before_train(self, runner) -> None:
         if runner.val_loop is None:
-            raise RuntimeError('TeacherEvalHook needs a val_dataloader and val_evaluator.')
+            raise ConfigRuntimeError('TeacherEvalHook needs a val_dataloader and val_evaluator '
+                                     '(and val_cfg) in the config; add them or remove the hook.')
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         loop = runner.val_loop
         was_training = model.training

@@ -26,6 +26,7 @@ from mmpretrain.models.backbones.vision_transformer import (TransformerEncoderLa
 from mmpretrain.models.utils import MultiheadAttention, resize_pos_embed
 
 from mmkd.registry import MODELS
+from mmkd.utils.errors import ConfigError, ShapeMismatchError
 
 
 def relative_quadratic_encoding(hw_shape: Tuple[int, int],
@@ -88,11 +89,12 @@ class MultiHeadConvAttention(MultiheadAttention):
                  locality_distance: float = 1.0,
                  **kwargs) -> None:
         if 'qk_scale' in kwargs or kwargs.get('v_shortcut'):
-            raise ValueError('MultiHeadConvAttention: qk_scale and v_shortcut are not supported.')
+            raise ConfigError('MultiHeadConvAttention: qk_scale and v_shortcut are not '
+                              'supported; remove them from the layer config.')
         super().__init__(embed_dims, num_heads, **kwargs)
         if embed_dims % num_heads:
-            raise ValueError(f'MultiHeadConvAttention: embed_dims={embed_dims} is not divisible '
-                             f'by num_heads={num_heads}.')
+            raise ConfigError(f'MultiHeadConvAttention: embed_dims={embed_dims} is not '
+                              f'divisible by num_heads={num_heads}.')
         self.locality_strength = locality_strength
         self.locality_distance = locality_distance
         #: ``v_h`` of every head, shape (num_heads, 3).
@@ -166,8 +168,9 @@ class MultiHeadConvAttention(MultiheadAttention):
         """
         batch, length, _ = x.shape
         if length != num_extra_tokens + hw_shape[0] * hw_shape[1]:
-            raise ValueError(f'MultiHeadConvAttention: {length} tokens, but {num_extra_tokens} '
-                             f'extra tokens and a {hw_shape} patch grid were given.')
+            raise ShapeMismatchError(f'MultiHeadConvAttention: {length} tokens, but '
+                                     f'{num_extra_tokens} extra tokens and a {hw_shape} patch '
+                                     'grid were given.')
         qkv = self.qkv(x).reshape(batch, length, 3, self.num_heads,
                                   self.head_dims).permute(2, 0, 3, 1, 4)
         bias = self.position_logits(hw_shape, num_extra_tokens).to(qkv.dtype)
@@ -263,8 +266,8 @@ class MHCAVisionTransformer(VisionTransformer):
                  **kwargs) -> None:
         with_cls_token = kwargs.get('with_cls_token', True)
         if with_dist_token and not with_cls_token:
-            raise ValueError('MHCAVisionTransformer: with_dist_token=True needs the class token '
-                             '(with_cls_token=True).')
+            raise ConfigError('MHCAVisionTransformer: with_dist_token=True needs the class '
+                              'token (with_cls_token=True).')
         if with_dist_token:
             self.num_extra_tokens = 2  # read by VisionTransformer to size pos_embed
         kwargs['layer_cfgs'] = self._with_attn_drop(kwargs.get('layer_cfgs', {}),
@@ -292,11 +295,11 @@ class MHCAVisionTransformer(VisionTransformer):
         if num_mhca_layers is None:
             num_mhca_layers = self.arch_settings.get('num_mhca_layers')
         if num_mhca_layers is None:
-            raise ValueError('MHCAVisionTransformer: give num_mhca_layers (or the arch dict key '
-                             '"num_mhca_layers").')
+            raise ConfigError('MHCAVisionTransformer: give num_mhca_layers (or the arch dict '
+                              'key "num_mhca_layers").')
         if not 0 <= num_mhca_layers <= self.num_layers:
-            raise ValueError(f'MHCAVisionTransformer: num_mhca_layers={num_mhca_layers} must be '
-                             f'in [0, num_layers={self.num_layers}].')
+            raise ConfigError(f'MHCAVisionTransformer: num_mhca_layers={num_mhca_layers} must '
+                              f'be in [0, num_layers={self.num_layers}].')
         return num_mhca_layers
 
     def _build_mhca_layers(self, kwargs: dict, mhca_cfg: dict) -> None:

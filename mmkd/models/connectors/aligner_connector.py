@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmkd.registry import MODELS
+from mmkd.utils.errors import ConfigError, ShapeMismatchError
 from .base_connector import BaseConnector
 from .generic_connectors import ResizeConnector, tokens_to_map
 
@@ -51,11 +52,11 @@ class AlignerConnector(BaseConnector):
                  init_cfg=None) -> None:
         super().__init__(init_cfg)
         if in_channels is None or out_channels is None or out_size is None:
-            raise ValueError('AlignerConnector needs in_channels, out_channels and out_size; '
+            raise ConfigError('AlignerConnector needs in_channels, out_channels and out_size; '
                              'inside a distiller they are filled from the dry run when left '
                              'out.')
         if kernel_size % 2 != 1:
-            raise ValueError(f'AlignerConnector: kernel_size must be odd, got {kernel_size}.')
+            raise ConfigError(f'AlignerConnector: kernel_size must be odd, got {kernel_size}.')
         self.num_extra_tokens = num_extra_tokens
         self.hw_shape = tuple(hw_shape) if hw_shape is not None else None
         self.depthwise = nn.Conv2d(in_channels, in_channels, kernel_size,
@@ -71,8 +72,9 @@ class AlignerConnector(BaseConnector):
         from the teacher map (B, C, H, W)."""
         cfg = dict(cfg)
         if len(feature_shape) != 3:
-            raise ValueError(f'AlignerConnector takes ViT tokens (B, L, D), got a feature of '
-                             f'shape {tuple(feature_shape)}.')
+            raise ShapeMismatchError(f'AlignerConnector takes ViT tokens (B, L, D), got a '
+                                     f'feature of shape {tuple(feature_shape)}; tap a '
+                                     'transformer layer on its side.')
         if cfg.get('in_channels') is None:
             cfg['in_channels'] = feature_shape[-1]
         if target_shape is not None and len(target_shape) == 4:

@@ -5,6 +5,7 @@ import torch.nn as nn
 from mmcv.cnn import build_norm_layer
 
 from mmkd.registry import MODELS
+from mmkd.utils.errors import ConfigError
 from .base_connector import BaseConnector
 
 
@@ -30,10 +31,10 @@ class ConvBNConnector(BaseConnector):
                  init_cfg=None) -> None:
         super().__init__(init_cfg)
         if in_channels is None or out_channels is None:
-            raise ValueError('ConvBNConnector needs in_channels and out_channels; inside a '
+            raise ConfigError('ConvBNConnector needs in_channels and out_channels; inside a '
                              'distiller they are filled from the dry run when left out.')
         if kernel_size % 2 != 1:
-            raise ValueError(f'ConvBNConnector: kernel_size must be odd, got {kernel_size}.')
+            raise ConfigError(f'ConvBNConnector: kernel_size must be odd, got {kernel_size}.')
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size,
                               padding=kernel_size // 2, bias=norm_cfg is None)
         self.norm = build_norm_layer(norm_cfg, out_channels)[1] if norm_cfg else nn.Identity()

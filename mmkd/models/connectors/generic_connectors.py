@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from mmkd.registry import MODELS
+from mmkd.utils.errors import ConfigError, ShapeMismatchError
 from .base_connector import BaseConnector
 
 
@@ -33,7 +34,7 @@ class ResizeConnector(BaseConnector):
                  init_cfg=None) -> None:
         super().__init__(init_cfg)
         if size is None:
-            raise ValueError('ResizeConnector needs `size`; inside a distiller it is filled from '
+            raise ConfigError('ResizeConnector needs `size`; inside a distiller it is filled from '
                              'the compared feature when left out.')
         self.size = tuple(size)
         self.mode = mode
@@ -78,8 +79,8 @@ def tokens_to_map(tokens: torch.Tensor, num_extra_tokens: int,
     if hw_shape is None:
         side = math.isqrt(length - num_extra_tokens)
         if side * side != length - num_extra_tokens:
-            raise ValueError(f'{length - num_extra_tokens} patch tokens do not form a square '
-                             'grid; pass hw_shape=(h, w).')
+            raise ShapeMismatchError(f'{length - num_extra_tokens} patch tokens do not form a '
+                                     'square grid; pass hw_shape=(h, w) to the connector.')
         hw_shape = (side, side)
     return patches.transpose(1, 2).reshape(batch, dim, *hw_shape)
 

@@ -8,6 +8,7 @@ from mmengine.logging import print_log
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmkd.registry import MODELS
+from mmkd.utils.errors import ConfigError, ConfigRuntimeError, ConfigTypeError
 from mmkd.utils.misc import get_submodule
 from .base_connector import BaseConnector
 
@@ -101,11 +102,11 @@ def find_bn_of_tap(context, num_channels: int) -> str:
     for index in range(recorder.num_records):
         value = recorder.get_record_data(index)
         if not isinstance(value, torch.Tensor):
-            raise TypeError(f'OFDTeacherConnector: {recorder!r} records a {type(value).__name__}, '
-                            'not a tensor.')
+            raise ConfigTypeError(f'OFDTeacherConnector: {recorder!r} records a '
+                                  f'{type(value).__name__}, not a tensor. {_FIXES}')
         rectified = [name for name, output in relu_outputs if _same_tensor(output, value)]
         if rectified:
-            raise ValueError(
+            raise ConfigError(
                 f'OFDTeacherConnector: the tensor recorded by {recorder!r} is the output of '
                 f'{rectified[0]!r} (after the ReLU); OFD taps the feature before the ReLU: use '
                 f"recorder='PreReLU'. {_FIXES}")
@@ -114,7 +115,7 @@ def find_bn_of_tap(context, num_channels: int) -> str:
         return names.pop()
     problem = ('no teacher BN produces' if not names
                else f'several teacher BNs ({sorted(names)}) produce')
-    raise ValueError(
+    raise ConfigError(
         f'OFDTeacherConnector: {problem} the tensor recorded by {recorder!r}, so the margin '
         'cannot be taken from a BN (supported taps: the pre-ReLU output of a residual block whose '
         'last BN takes the in-place residual add, or a BN directly before a ReLU; a copy or the '
@@ -155,13 +156,14 @@ class OFDTeacherConnector(BaseConnector):
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg)
         if in_channels is None:
-            raise ValueError('OFDTeacherConnector needs in_channels; inside a distiller it is '
+            raise ConfigError('OFDTeacherConnector needs in_channels; inside a distiller it is '
                              'filled from the dry run when left out.')
         if margin_source not in MARGIN_SOURCES:
-            raise ValueError(f'OFDTeacherConnector: margin_source must be one of '
-                             f'{MARGIN_SOURCES}, got {margin_source!r}.')
+            raise ConfigError(f'OFDTeacherConnector: margin_source must be one of '
+                              f'{MARGIN_SOURCES}, got {margin_source!r}.')
         if bn is not None and margin_source != 'bn':
-            raise ValueError("OFDTeacherConnector: bn is only used with margin_source='bn'.")
+            raise ConfigError("OFDTeacherConnector: bn is only used with margin_source='bn'; "
+                              'remove bn or set that margin_source.')
         self.in_channels = in_channels
         self.margin_source = margin_source
         self.bn = bn
@@ -183,8 +185,9 @@ class OFDTeacherConnector(BaseConnector):
         name = self.bn if self.bn is not None else find_bn_of_tap(context, self.in_channels)
         bn = get_submodule(context.teacher, name, 'teacher')
         if not isinstance(bn, _BatchNorm) or bn.num_features != self.in_channels:
-            raise ValueError(f'OFDTeacherConnector: teacher module {name!r} must be a BN layer '
-                             f'with {self.in_channels} channels, got {bn!r}.')
+            raise ConfigError(f'OFDTeacherConnector: teacher module {name!r} must be a BN '
+                              f'layer with {self.in_channels} channels, got {bn!r}; set bn to '
+                              'the BN before the tapped ReLU.')
         self.set_margin(gaussian_margin(bn.weight, bn.bias, bn.num_features))
         self.margin_bn = name
         print_log(f'OFDTeacherConnector: margin of {context.recorder!r} from teacher BN '
@@ -241,7 +244,7 @@ class OFDTeacherConnector(BaseConnector):
         if not self._ready:
             if self.in_dry_run():
                 return feature
-            raise RuntimeError(
+            raise ConfigRuntimeError(
                 f'OFDTeacherConnector (margin_source={self.margin_source!r}) has no margin yet. '
                 + ("Add custom_hooks=[dict(type='OFDMarginHook')] to the config: it measures "
                    'the margin on training batches before training.'

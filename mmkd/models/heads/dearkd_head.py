@@ -6,6 +6,7 @@ from mmpretrain.models.heads import DeiTClsHead
 from mmpretrain.structures import DataSample
 
 from mmkd.registry import MODELS
+from mmkd.utils.errors import ConfigError, ConfigTypeError
 
 DIST_TARGETS = ('teacher', 'label')
 
@@ -56,17 +57,17 @@ class DearKDClsHead(DeiTClsHead):
     @dist_target.setter
     def dist_target(self, value: str) -> None:
         if value not in DIST_TARGETS:
-            raise ValueError(f'DearKDClsHead: dist_target must be one of {DIST_TARGETS}, '
-                             f'got {value!r}.')
+            raise ConfigError(f'DearKDClsHead: dist_target must be one of {DIST_TARGETS}, '
+                              f'got {value!r}.')
         self._dist_target = value
 
     def pre_logits(self, feats: Tuple) -> Tuple[torch.Tensor, torch.Tensor]:
         feat = feats[-1]
         if not (isinstance(feat, (tuple, list)) and len(feat) in (2, 3)):
-            raise TypeError('DearKDClsHead expects the backbone output (class token, '
-                            'distillation token): use a backbone with a distillation token '
-                            "and out_type='cls_token' (e.g. MHCAVisionTransformer with "
-                            'with_dist_token=True).')
+            raise ConfigTypeError('DearKDClsHead expects the backbone output (class token, '
+                                  'distillation token): use a backbone with a distillation '
+                                  "token and out_type='cls_token' (e.g. MHCAVisionTransformer "
+                                  'with with_dist_token=True).')
         return super().pre_logits(feats)
 
     def two_token_logits(self, feats: Tuple) -> Tuple[torch.Tensor, torch.Tensor]:

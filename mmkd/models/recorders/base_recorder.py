@@ -3,6 +3,8 @@ from typing import Any, Callable, List, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 
+from mmkd.utils.errors import ConfigError, ConfigIndexError, ConfigRuntimeError
+
 
 def _tensors_in(value: Any) -> List[torch.Tensor]:
     """All tensors in a (nested) tuple/list/dict value, in order."""
@@ -27,7 +29,7 @@ def _clone_tensors(value: Any) -> Any:
     return value
 
 
-class RecordedTensorChanged(RuntimeError):
+class RecordedTensorChanged(ConfigRuntimeError):
     """A recorded tensor was modified in place after it was recorded."""
 
 
@@ -51,8 +53,8 @@ class BaseRecorder:
 
     def __init__(self, source: str, clone: Union[bool, str] = 'auto') -> None:
         if clone not in (True, False, 'auto'):
-            raise ValueError(f"{type(self).__name__}: clone must be True, False or 'auto', "
-                             f'got {clone!r}.')
+            raise ConfigError(f"{type(self).__name__}: clone must be True, False or 'auto', "
+                              f'got {clone!r}.')
         self.source = source
         self.clone = clone
         self.armed = False
@@ -137,18 +139,21 @@ class BaseRecorder:
                 one call.
         """
         if not self._data:
-            raise RuntimeError(
+            raise ConfigRuntimeError(
                 f'{self!r} recorded nothing in the last forward pass: the source did not run '
-                '(was the forward stopped before it, or is it skipped in this mode?).')
+                '(was the forward stopped before it, or is it skipped in this mode?). Tap a '
+                'module that runs in the training forward: tools/list_taps.py --modules lists '
+                'them.')
         if data_idx is None:
             if len(self._data) > 1:
-                raise RuntimeError(
+                raise ConfigRuntimeError(
                     f'{self!r} ran {len(self._data)} times in one forward pass; choose the call '
                     'with data_idx=<0..{}> in the loss mapping.'.format(len(self._data) - 1))
             data_idx = 0
         if not -len(self._data) <= data_idx < len(self._data):
-            raise IndexError(f'{self!r}: data_idx={data_idx} but the source ran '
-                             f'{len(self._data)} time(s) in the last forward pass.')
+            raise ConfigIndexError(f'{self!r}: data_idx={data_idx} but the source ran '
+                                   f'{len(self._data)} time(s) in the last forward pass; set '
+                                   f'data_idx to 0..{len(self._data) - 1} in the tap pair.')
         value, versions = self._data[data_idx]
         for tensor, version in zip(_tensors_in(value), versions):
             if tensor._version != version:

@@ -6,6 +6,7 @@ from typing import Any, Callable, List
 import torch.nn as nn
 
 from mmkd.registry import TASK_UTILS
+from mmkd.utils.errors import AttributeNotFoundError, ModuleImportError
 from mmkd.utils.misc import did_you_mean, get_submodule
 from .base_recorder import BaseRecorder
 
@@ -42,9 +43,10 @@ class MethodOutputsRecorder(BaseRecorder):
         if not callable(method):
             methods = [n for n in dir(module) if not n.startswith('_')
                        and callable(getattr(module, n, None))]
-            raise AttributeError(f'{self.model_name}.{module_name or "<model>"} '
-                                 f'({type(module).__name__}) has no method {method_name!r}.'
-                                 f'{did_you_mean(method_name, methods)}')
+            raise AttributeNotFoundError(
+                f'{self.model_name}.{module_name or "<model>"} ({type(module).__name__}) has no '
+                f'method {method_name!r}.{did_you_mean(method_name, methods)} Fix the source '
+                f'{self.source!r} of this MethodOutputs recorder.')
 
         @functools.wraps(method)
         def recording_method(*args, **kwargs):
@@ -97,12 +99,14 @@ class FunctionOutputsRecorder(BaseRecorder):
         try:
             module = importlib.import_module(module_path)
         except ImportError as error:
-            raise ImportError(f'FunctionOutputsRecorder: cannot import {module_path!r} '
-                              f'for source {self.source!r}: {error}') from error
+            raise ModuleImportError(f'FunctionOutputsRecorder: cannot import {module_path!r} '
+                                    f'for source {self.source!r}: {error}. The source is '
+                                    "'package.module.function'.") from error
         if not callable(getattr(module, function_name, None)):
             names = [n for n in dir(module) if callable(getattr(module, n, None))]
-            raise AttributeError(f'{module_path} has no function {function_name!r}.'
-                                 f'{did_you_mean(function_name, names)}')
+            raise AttributeNotFoundError(f'{module_path} has no function {function_name!r}.'
+                                         f'{did_you_mean(function_name, names)} Fix the source '
+                                         f'{self.source!r} of this FunctionOutputs recorder.')
         return [_FunctionPatch(module, function_name, self._on_call)]
 
     def _on_call(self, output: Any) -> None:

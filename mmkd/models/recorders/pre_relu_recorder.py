@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 
 from mmkd.registry import TASK_UTILS
+from mmkd.utils.errors import ConfigError, ConfigIndexError, ConfigRuntimeError
 from mmkd.utils.misc import get_submodule
 from .base_recorder import BaseRecorder
 
@@ -77,8 +78,8 @@ class PreReLURecorder(BaseRecorder):
                  clone: Union[bool, str] = 'auto') -> None:
         super().__init__(source, clone)
         if position not in POSITIONS:
-            raise ValueError(f'PreReLURecorder: position must be one of {POSITIONS}, '
-                             f'got {position!r}.')
+            raise ConfigError(f'PreReLURecorder: position must be one of {POSITIONS}, '
+                              f'got {position!r}.')
         self.position = position
         self.activation_index = activation_index
         self.activation_types = tuple(activation_types)
@@ -101,8 +102,9 @@ class PreReLURecorder(BaseRecorder):
             where = f'inside {self.source!r}' if self.position == 'last_inside' else 'in the model'
             hint = (" If the block ends without an activation, use position='first_after'."
                     if self.position == 'last_inside' else '')
-            raise ValueError(f'{self!r}: no activation module of types {self.activation_types} '
-                             f'{where}.{hint} Set activation_types for other activations.')
+            raise ConfigError(f'{self!r}: no activation module of types '
+                              f'{self.activation_types} {where}.{hint} Set activation_types for '
+                              'other activations.')
         handles = [block.register_forward_pre_hook(self._enter_block),
                    block.register_forward_hook(self._exit_block)]
         for activation in activations:
@@ -143,7 +145,7 @@ class PreReLURecorder(BaseRecorder):
     def _record_last_inside(self) -> None:
         calls = self._calls_inside
         if calls == 0:
-            raise RuntimeError(
+            raise ConfigRuntimeError(
                 f'{self!r}: no activation module ran inside {self.source!r}. If the block '
                 "ends without an activation use position='first_after'; functional "
                 'activations (F.relu) are not seen, record them with FunctionOutputsRecorder.')
@@ -151,18 +153,19 @@ class PreReLURecorder(BaseRecorder):
             index = self.activation_index
             index = index if index >= 0 else calls + index
             if not 0 <= index < calls:
-                raise IndexError(f'{self!r}: activation_index={self.activation_index} but '
-                                 f'{calls} activation calls ran inside {self.source!r}.')
+                raise ConfigIndexError(f'{self!r}: activation_index={self.activation_index} '
+                                       f'but {calls} activation calls ran inside '
+                                       f'{self.source!r}; set it to 0..{calls - 1} or -1.')
             self._capture_index, self._calls_per_visit = index, calls
             tensor, version = self._candidates[index]
             self._candidates = []
             if tensor._version != version:
-                raise RuntimeError(f'{self!r}: the input of activation call {index} inside '
-                                   f'{self.source!r} was modified in place before the block '
-                                   'returned; record a smaller block.')
+                raise ConfigRuntimeError(f'{self!r}: the input of activation call {index} '
+                                         f'inside {self.source!r} was modified in place before '
+                                         'the block returned; record a smaller block.')
             self.record(tensor)
         elif calls != self._calls_per_visit:
-            raise RuntimeError(
+            raise ConfigRuntimeError(
                 f'{self!r}: {calls} activation calls ran inside {self.source!r} but '
                 f'{self._calls_per_visit} on the first pass; the block\'s control flow changed, '
                 'so the call to record is ambiguous. Record a smaller block.')
