@@ -11,7 +11,7 @@ from mmengine.runner import load_checkpoint
 
 from helpers import (config_path, digits_options, run_tool, save_checkpoint_of, tiny_classifier,
                      train)
-from mmkd.apis.export import check_student_checkpoint, student_state_dict
+from mmkd.apis.export import check_student_checkpoint, export_student, student_state_dict
 from mmkd.apis.test import build_test_runner
 from mmkd.models import build_model_from_cfg
 from mmkd.registry import MODELS
@@ -123,8 +123,8 @@ def test_export_reads_mmrazor_keys_and_refuses_other_checkpoints(tmp_path, capsy
     torch.save({'state_dict': {'backbone.conv1.weight': torch.ones(1)}}, plain)
     with pytest.raises(KeyError, match='not the checkpoint of a distillation algorithm'):
         run_export([plain, tmp_path / 'out.pth'], capsys)
-    with pytest.raises(SystemExit, match='OUT must differ'):
-        run_export([plain, plain], capsys)
+    with pytest.raises(FileExistsError, match='is the distillation checkpoint'):
+        export_student(str(plain), str(plain))
     with pytest.raises(FileNotFoundError, match='missing.pth'):
         run_export([tmp_path / 'missing.pth', tmp_path / 'out.pth'], capsys)
 

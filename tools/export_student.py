@@ -1,6 +1,6 @@
 """Write the student of a distillation checkpoint as a checkpoint of the stock student model.
 
-    python tools/export_student.py CKPT OUT [--config CONFIG] [--trust]
+    python tools/export_student.py CKPT OUT [--config CONFIG] [--trust] [--force]
 
 OUT holds the student's weights under the stock model's keys (zero missing or unexpected keys)
 and the run's ``meta``; the teacher, the connectors and the optimizer state are left out. Use it
@@ -9,9 +9,11 @@ with the student's own config: ``tools/test.py STUDENT_CONFIG OUT``, ``load_from
 (``student.`` keys) and MMRazor ones (``architecture.`` keys). To save student-only checkpoints
 while training, add ``dict(type='mmkd.StudentCheckpointHook', interval=N)`` to
 ``custom_hooks``.
+
+OUT is written atomically (a temporary file next to it, then renamed). It must not be CKPT
+itself (also not through a link); an existing OUT is replaced only with ``--force``.
 """
 import argparse
-import os.path as osp
 
 from mmkd.apis.export import check_student_checkpoint, export_student
 from mmkd.utils import register_all_modules
@@ -27,15 +29,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--trust', action='store_true',
                         help='allow full unpickling of a legacy checkpoint that holds Python '
                         'objects besides tensors (only for files from a source you trust)')
+    parser.add_argument('--force', action='store_true',
+                        help='replace OUT if it exists (never when OUT is CKPT itself)')
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    if osp.abspath(args.checkpoint) == osp.abspath(args.out):
-        raise SystemExit('OUT must differ from CKPT: exporting would overwrite the '
-                         'distillation checkpoint.')
-    out = export_student(args.checkpoint, args.out, args.trust)
+    out = export_student(args.checkpoint, args.out, args.trust, args.force)
     print(f'wrote the student of {args.checkpoint} to {out}')
     if args.config:
         register_all_modules(init_default_scope=False)
@@ -45,4 +46,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    from mmkd.utils.cli import run_cli
+    run_cli(main)

@@ -1,11 +1,13 @@
+"""Save student-only checkpoints while a distillation trains."""
 import os.path as osp
+import time
 
-import torch
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
+from mmkd.apis.export import make_student_checkpoint
 from mmkd.registry import HOOKS
-from mmkd.engine.hooks.safe_checkpoint_hook import to_weights_only_safe
+from mmkd.utils.checkpoint import atomic_save
 
 
 @HOOKS.register_module()
@@ -14,7 +16,9 @@ class StudentCheckpointHook(Hook):
     the run's own checkpoints.
 
     Writes ``student_epoch_{n}.pth`` (or ``student_iter_{n}.pth``) every ``interval`` and
-    ``student_last.pth`` at the end of training.
+    ``student_last.pth`` at the end of training, atomically and in the layout of
+    ``tools/export_student.py`` (:func:`mmkd.apis.export.make_student_checkpoint`); ``meta``
+    counts the epochs and iterations done, as the run's ``epoch_{n}.pth`` does.
 
     Args:
         interval: Save every ``interval`` epochs/iterations; ``0`` saves only at the end.
@@ -36,21 +40,26 @@ class StudentCheckpointHook(Hook):
 
     def after_train_epoch(self, runner) -> None:
         if self.by_epoch and self.interval and self.every_n_epochs(runner, self.interval):
-            self._save(runner, f'student_epoch_{runner.epoch + 1}.pth')
+            self._save(runner, f'student_epoch_{runner.epoch + 1}.pth', runner.epoch + 1,
+                       runner.iter)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if not self.by_epoch and self.interval and self.every_n_train_iters(runner, self.interval):
-            self._save(runner, f'student_iter_{runner.iter + 1}.pth')
+            self._save(runner, f'student_iter_{runner.iter + 1}.pth', runner.epoch,
+                       runner.iter + 1)
 
     def after_train(self, runner) -> None:
-        self._save(runner, 'student_last.pth')
+        self._save(runner, 'student_last.pth', runner.epoch, runner.iter)
 
-    def _save(self, runner, filename: str) -> None:
+    def _save(self, runner, filename: str, epoch: int, iteration: int) -> None:
+        """Write the student after ``epoch`` epochs and ``iteration`` iterations."""
         if runner.rank != 0:
             return
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        meta = to_weights_only_safe(dict(epoch=runner.epoch, iter=runner.iter,
-                                         dataset_meta=getattr(runner.train_dataloader.dataset,
-                                                              'metainfo', None)))
-        state = {k: v.detach().cpu() for k, v in model.student.state_dict().items()}
-        torch.save({'meta': meta, 'state_dict': state}, osp.join(runner.work_dir, filename))
+        dataset = runner.train_dataloader.dataset
+        meta = dict(epoch=epoch, iter=iteration, seed=runner.seed,
+                    experiment_name=runner.experiment_name,
+                    time=time.strftime('%Y%m%d_%H%M%S', time.localtime()),
+                    dataset_meta=getattr(dataset, 'metainfo', None))
+        atomic_save(make_student_checkpoint(model.student.state_dict(), meta),
+                    osp.join(runner.work_dir, filename))

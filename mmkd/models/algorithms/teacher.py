@@ -7,18 +7,24 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmkd.utils.checkpoint import load_checkpoint_file
+from mmkd.utils.errors import CheckpointError, CheckpointMismatchError
 
 NORM_MODES = ('train', 'eval')
+#: How a user trusts a teacher checkpoint that needs full unpickling (trusted directories never
+#: apply to a teacher: a downloaded file copied into the work dir is as untrusted as before).
+TRUST_TEACHER_OPTION = ('set trust_teacher_ckpt=True on the distillation algorithm '
+                        '(model.trust_teacher_ckpt=True)')
 _WRAPPER_PREFIXES = ('module.', )
 _DISTILL_PREFIXES = ('student.', 'architecture.')
 
 
-def _state_dict_of(checkpoint) -> Dict[str, torch.Tensor]:
+def _state_dict_of(checkpoint, filename: str) -> Dict[str, torch.Tensor]:
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get('state_dict'), dict):
         return checkpoint['state_dict']
     if isinstance(checkpoint, dict):
         return checkpoint
-    raise TypeError(f'expected a state dict or a checkpoint dict, got {type(checkpoint)}')
+    raise CheckpointError(f'teacher checkpoint {filename} holds a {type(checkpoint).__name__}, '
+                          'not a state dict or a checkpoint dict with a `state_dict`.')
 
 
 def _strip_prefix(state: Dict[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]:
@@ -41,19 +47,26 @@ def _matching_state(state: Dict[str, torch.Tensor], model: nn.Module) -> Dict[st
 def load_teacher_checkpoint(teacher: nn.Module, filename: str, trusted: bool = False) -> None:
     """Load ``filename`` into ``teacher`` strictly, on the CPU.
 
+    The file loads with ``weights_only=True`` unless ``trusted``; trusted directories do not
+    apply (see :mod:`mmkd.utils.checkpoint`).
+
     Raises:
-        FileNotFoundError: The file is missing (the message names the path).
-        KeyError: Keys do not match: lists how many and the first ones of each kind.
+        UserFileNotFoundError: The file is missing (the message names the path).
+        CheckpointError: The file is truncated, not a checkpoint, or needs full unpickling
+            (:class:`~mmkd.utils.checkpoint.UntrustedCheckpointError`) without ``trusted``.
+        CheckpointMismatchError: Keys do not match: lists how many and the first ones of each
+            kind.
     """
-    checkpoint = load_checkpoint_file(filename, 'cpu', trusted, role='teacher checkpoint')
-    state = _matching_state(_state_dict_of(checkpoint), teacher)
+    checkpoint = load_checkpoint_file(filename, 'cpu', trusted, role='teacher checkpoint',
+                                      trust_dirs=False, trust_option=TRUST_TEACHER_OPTION)
+    state = _matching_state(_state_dict_of(checkpoint, filename), teacher)
     expected = teacher.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     resized = [f'{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}' for k, v in expected.items()
                if k in state and tuple(state[k].shape) != tuple(v.shape)]
     if missing or unexpected or resized:
-        raise KeyError(
+        raise CheckpointMismatchError(
             f'teacher checkpoint {filename} does not match the teacher model '
             f'({type(teacher).__name__}): {len(missing)} missing keys (e.g. {missing[:3]}), '
             f'{len(unexpected)} unexpected keys (e.g. {unexpected[:3]}), {len(resized)} keys '
