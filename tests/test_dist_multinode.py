@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 import torch
 from mmengine.config import Config
 

@@ -20,7 +20,7 @@ import os.path as osp
 import re
 import sys
 from types import TracebackType
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, List, Optional
 
 from .errors import NameNotFoundError, UserError, UserFileNotFoundError, find_user_error
 from .misc import did_you_mean
@@ -87,7 +87,8 @@ def _chain(error: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
-def _frame_files(traceback: Optional[TracebackType]) -> list:
+def _frame_files(traceback: Optional[TracebackType]) -> List[str]:
+    """The source files of a traceback's frames, outermost first, with ``/`` separators."""
     files = []
     while traceback is not None:
         files.append(traceback.tb_frame.f_code.co_filename.replace(os.sep, '/'))
@@ -110,7 +111,7 @@ def unknown_type_error(error: BaseException) -> Optional[UserError]:
     return None
 
 
-def _registered_names(scope: str, name: str) -> list:
+def _registered_names(scope: str, name: str) -> List[str]:
     """The types that the registry ``name`` of package ``scope`` and its parents know."""
     from mmengine.registry import Registry
     try:
@@ -150,7 +151,8 @@ def run_cli(main: Callable[[], None]) -> None:
     """Call ``main()``; report user mistakes without a traceback and exit with status 2.
 
     ``--debug`` is removed from ``sys.argv`` before ``main`` parses it (and sets
-    ``MMKD_DEBUG=1`` for child processes), so tools need no argument of their own for it.
+    ``MMKD_DEBUG=1`` for child processes); tools declare it with :func:`add_debug_argument`
+    only so that their ``--help`` lists it.
     """
     if DEBUG_FLAG in sys.argv:
         sys.argv = [arg for arg in sys.argv if arg != DEBUG_FLAG]
