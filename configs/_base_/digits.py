@@ -27,7 +27,10 @@ test_evaluator = val_evaluator
 max_epochs = 60
 optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=5e-4,
                                     nesterov=True))
-param_scheduler = dict(type='CosineAnnealingLR', T_max=max_epochs, by_epoch=True, eta_min=0)
+# `end` explicit: mmengine's default (train_cfg.max_epochs) would follow a --cfg-options change of
+# max_epochs, and a resumed run keeps the checkpoint's `end` (a flat learning rate after it).
+param_scheduler = dict(type='CosineAnnealingLR', T_max=max_epochs, by_epoch=True, eta_min=0,
+                       begin=0, end=max_epochs)
 train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=10)
 val_cfg = dict()
 test_cfg = dict()

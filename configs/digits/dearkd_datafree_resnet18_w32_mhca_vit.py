@@ -36,7 +36,8 @@ train_dataloader = dict(
         pipeline={{_base_.train_pipeline}}))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-2, by_epoch=True, end=5, convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', by_epoch=True, begin=5, T_max=max_epochs - 5, eta_min=1e-5),
+    dict(type='CosineAnnealingLR', by_epoch=True, begin=5, end=max_epochs, T_max=max_epochs - 5,
+         eta_min=1e-5),
 ]
 train_cfg = dict(max_epochs=max_epochs, val_interval=20)
 default_hooks = dict(checkpoint=dict(interval=max_epochs))

@@ -29,7 +29,8 @@ optim_wrapper = dict(
         custom_keys={k: dict(decay_mult=0.0) for k in ('.cls_token', '.dist_token', '.pos_embed')}))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-2, by_epoch=True, end=5, convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', by_epoch=True, begin=5, T_max=max_epochs - 5, eta_min=1e-5),
+    dict(type='CosineAnnealingLR', by_epoch=True, begin=5, end=max_epochs, T_max=max_epochs - 5,
+         eta_min=1e-5),
 ]
 train_cfg = dict(max_epochs=max_epochs, val_interval=50)
 default_hooks = dict(checkpoint=dict(interval=max_epochs))

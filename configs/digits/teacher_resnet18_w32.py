@@ -2,6 +2,6 @@
 _base_ = ['../_base_/digits.py', '../_base_/digits_resnet18.py']
 
 max_epochs = 30
-param_scheduler = dict(T_max=max_epochs)
+param_scheduler = dict(T_max=max_epochs, end=max_epochs)
 train_cfg = dict(max_epochs=max_epochs)
 default_hooks = dict(checkpoint=dict(interval=max_epochs))

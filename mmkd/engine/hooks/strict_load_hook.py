@@ -1,0 +1,182 @@
+"""Refuse, before training, a checkpoint that does not fit the run that resumes or loads it."""
+import re
+from typing import Dict, List, Optional
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.optim import OptimWrapper
+
+from mmkd.registry import HOOKS
+from mmkd.utils.errors import CheckpointMismatchError
+
+#: What mmengine's ``Runner.load_checkpoint`` strips from every key (its ``revise_keys``).
+_WRAPPER_PREFIX = re.compile(r'^module\.')
+#: Scheduler settings that mmengine fills from the run (``end``: ``max_epochs``) and then
+#: overwrites with the checkpoint's on resume.
+_SCHEDULER_BOUNDS = ('begin', 'end', 'T_max')
+_SHOWN = 3
+
+
+def state_dict_mismatch(state: Dict[str, torch.Tensor],
+                        expected: Dict[str, torch.Tensor]) -> Dict[str, List[str]]:
+    """How ``state`` differs from a model's ``expected`` state dict.
+
+    ``num_batches_tracked`` buffers may be missing (mmengine and torch accept that).
+
+    Returns:
+        dict: ``missing`` and ``unexpected`` keys, and ``resized`` entries
+        (``'key: checkpoint shape vs model shape'``); all empty when the state fits.
+    """
+    missing = [k for k in expected if k not in state and not k.endswith('num_batches_tracked')]
+    unexpected = [k for k in state if k not in expected]
+    resized = [f'{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}' for k, v in expected.items()
+               if k in state and hasattr(state[k], 'shape')
+               and tuple(state[k].shape) != tuple(v.shape)]
+    return dict(missing=missing, unexpected=unexpected, resized=resized)
+
+
+def _summary(mismatch: Dict[str, List[str]]) -> str:
+    parts = []
+    for kind, label in (('missing', 'missing keys'), ('unexpected', 'unexpected keys'),
+                        ('resized', 'keys of another shape (checkpoint vs model)')):
+        keys = mismatch[kind]
+        if keys:
+            parts.append(f'{len(keys)} {label}, e.g. {keys[:_SHOWN]}')
+    return '; '.join(parts)
+
+
+def _diagnosis(state: Dict[str, torch.Tensor], expected: Dict[str, torch.Tensor]) -> str:
+    """A hint when the checkpoint is the student alone, or a whole distillation checkpoint."""
+    if state and all(f'student.{k}' in expected for k in state):
+        return ('It holds the student alone (tools/export_student.py or StudentCheckpointHook '
+                'write such files), not the distillation run. ')
+    if any(k.startswith('student.') for k in state) and not any(
+            k.startswith('student.') for k in expected):
+        return ('It is a distillation checkpoint and this config trains a plain model: '
+                'tools/export_student.py takes its student out. ')
+    return ''
+
+
+@HOOKS.register_module()
+class StrictLoadHook(Hook):
+    """Fail before training when the checkpoint a run resumes from, or loads with
+    ``load_from``, does not fit it.
+
+    mmengine's ``Runner`` loads both non-strictly: a student-only export "resumes" a
+    distillation run at its epoch with random weights, and a checkpoint of another method
+    loads half of the model before the optimizer fails. mmengine calls
+    ``after_load_checkpoint`` before it touches the model; there this hook compares the
+    checkpoint with the model (every key, every shape) and, on resume, with the optimizer's
+    parameter groups and the schedulers' ``begin``/``end``/``T_max``, and raises
+    :class:`~mmkd.utils.errors.CheckpointMismatchError` naming the file, the first
+    mismatching keys and the fix. Only the load that starts the run is checked.
+
+    ``tools/train.py`` (:func:`mmkd.apis.train.build_train_runner`) adds it whenever the run
+    resumes or has a ``load_from``.
+
+    Args:
+        filename: The file the runner loads, for messages.
+        resume: The runner resumes (model, optimizer, schedulers, counters); ``False``: it
+            loads the model's weights only (``load_from``).
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, filename: Optional[str] = None, resume: bool = True) -> None:
+        self.filename = filename
+        self.resume = resume
+        self._started = False
+
+    @property
+    def _what(self) -> str:
+        name = f' {self.filename}' if self.filename else ''
+        return f'cannot resume from{name}' if self.resume else f'cannot load_from{name}'
+
+    def before_train(self, runner) -> None:
+        self._started = True
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if self._started:
+            return
+        self._check_model(runner, checkpoint)
+        if self.resume:
+            self._check_meta(checkpoint)
+            self._check_optimizer(runner, checkpoint)
+            self._check_schedulers(runner, checkpoint)
+
+    def _check_model(self, runner, checkpoint: dict) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        state = checkpoint.get('state_dict', checkpoint)
+        state = {_WRAPPER_PREFIX.sub('', key): value for key, value in state.items()}
+        expected = model.state_dict()
+        mismatch = state_dict_mismatch(state, expected)
+        if not any(mismatch.values()):
+            return
+        if self.resume:
+            fix = ('Resume from a checkpoint that a run of this same config wrote (its work '
+                   "dir's epoch_N.pth / iter_N.pth, or --resume without a path for the "
+                   "latest). To start a new run from these weights, give them to the part of "
+                   "the model they belong to: init_cfg=dict(type='Pretrained', "
+                   "checkpoint=...) on the student (the architecture dict).")
+        else:
+            fix = ('load_from loads the whole model strictly in mmkd (mmengine would skip the '
+                   "mismatching weights silently). To initialise a part of the model, use "
+                   "init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...) on that part "
+                   '(e.g. the student: the architecture dict), which loads what fits.')
+        raise CheckpointMismatchError(
+            f'{self._what}: its weights do not match the model of this config '
+            f'({type(model).__name__}): {_summary(mismatch)}. '
+            f'{_diagnosis(state, expected)}Fix: {fix}')
+
+    def _check_meta(self, checkpoint: dict) -> None:
+        meta = checkpoint.get('meta')
+        if not isinstance(meta, dict) or 'epoch' not in meta or 'iter' not in meta:
+            raise CheckpointMismatchError(
+                f'{self._what}: it has no meta epoch/iter, so no training run wrote it (a '
+                'state dict or an exported model). Fix: resume from a run\'s own checkpoint, '
+                'or start a new run from these weights with load_from.')
+
+    def _check_optimizer(self, runner, checkpoint: dict) -> None:
+        saved = checkpoint.get('optimizer')
+        optim_wrapper = runner.optim_wrapper
+        if not isinstance(saved, dict) or 'param_groups' not in saved or not isinstance(
+                optim_wrapper, OptimWrapper):
+            return
+        saved_sizes = [len(group['params']) for group in saved['param_groups']]
+        sizes = [len(group['params']) for group in optim_wrapper.optimizer.param_groups]
+        if saved_sizes != sizes:
+            raise CheckpointMismatchError(
+                f'{self._what}: its optimizer has parameter groups of sizes {saved_sizes}, the '
+                f'optimizer of this config {sizes}. It was written with another optim_wrapper '
+                '(paramwise_cfg, constructor) or model. Fix: resume with the config that wrote '
+                'it, or start a new run from its weights with load_from.')
+
+    def _check_schedulers(self, runner, checkpoint: dict) -> None:
+        saved = checkpoint.get('param_schedulers')
+        schedulers = runner.param_schedulers
+        if not isinstance(saved, list) or not isinstance(schedulers, list):
+            return
+        if len(saved) != len(schedulers):
+            raise CheckpointMismatchError(
+                f'{self._what}: it holds {len(saved)} parameter schedulers, this config '
+                f'{len(schedulers)}. Fix: resume with the param_scheduler that wrote it.')
+        for index, (saved_state, scheduler) in enumerate(zip(saved, schedulers)):
+            self._check_scheduler(index, saved_state, scheduler)
+
+    def _check_scheduler(self, index: int, saved: dict, scheduler) -> None:
+        current = scheduler.state_dict()
+        changed = [f'{key}={saved[key]} in the checkpoint, {current[key]} in this config'
+                   for key in _SCHEDULER_BOUNDS
+                   if key in saved and key in current and saved[key] != current[key]]
+        if changed:
+            raise CheckpointMismatchError(
+                f'{self._what}: param_scheduler[{index}] ({type(scheduler).__name__}) has '
+                f'{"; ".join(changed)}. On resume mmengine keeps the checkpoint\'s values, so '
+                'the schedule would silently follow the old run (e.g. a flat learning rate '
+                'after its end). A scheduler without an explicit `end` ends at max_epochs, '
+                'so changing train_cfg.max_epochs moves it. Fix: set begin/end (and T_max) '
+                'in param_scheduler explicitly to the values the run was started with (the '
+                'shipped configs set end=max_epochs), or start a new run from these weights '
+                'with load_from.')
+
