@@ -1,11 +1,16 @@
 """The compact ``tap_pairs`` form of a distiller config."""
 import copy
-from typing import Dict, List
+from typing import Any, Dict, List
+
+from mmkd.utils.errors import ConfigKeyError, ConfigTypeError, NameNotFoundError
 
 #: Keys that describe one tap (where to record on each side, and how to transform it).
 TAP_KEYS = ('student', 'teacher', 'recorder', 'student_recorder', 'teacher_recorder',
             'student_connector', 'teacher_connector', 'data_idx')
 TAP_PAIR_KEYS = ('name', 'loss', 'loss_name', 'taps') + TAP_KEYS
+#: The smallest tap pair, shown in messages.
+EXAMPLE_PAIR = ("dict(name='kd', student='head.fc', teacher='head.fc', "
+                "loss=dict(type='KDLoss', tau=4))")
 
 
 def _recorder_cfg(pair: dict, side: str) -> dict:
@@ -18,8 +23,8 @@ def _recorder_cfg(pair: dict, side: str) -> dict:
 
 def _add(parts: Dict[str, dict], section: str, name: str, cfg) -> None:
     if name in parts[section]:
-        raise KeyError(f'tap_pairs: {section} already has an entry {name!r}; give the pair '
-                       'another name.')
+        raise ConfigKeyError(f'tap_pairs: {section} already has an entry {name!r}; give the '
+                             'pair another name.')
     parts[section][name] = cfg
 
 
@@ -30,17 +35,42 @@ def _taps_of(pair: dict, index: int) -> Dict[str, dict]:
         return {'': pair}
     taps = pair['taps']
     if not isinstance(taps, dict) or not taps:
-        raise TypeError(f'tap_pairs[{index}]: taps must be a non-empty dict role -> tap, got '
-                        f'{taps!r}.')
+        raise ConfigTypeError(f'tap_pairs[{index}]: taps must be a non-empty dict role -> tap, '
+                              f'got {taps!r}.')
     defaults = {key: pair[key] for key in TAP_KEYS if key in pair}
     result = {}
     for role, tap in taps.items():
+        if not isinstance(tap, dict):
+            raise ConfigTypeError(f'tap_pairs[{index}].taps[{role!r}] must be a dict of tap keys '
+                                  f'{TAP_KEYS}, got {type(tap).__name__} {tap!r}.')
         unknown = set(tap) - set(TAP_KEYS)
         if unknown:
-            raise KeyError(f'tap_pairs[{index}].taps[{role!r}] has unknown keys '
-                           f'{sorted(unknown)}; valid keys are {TAP_KEYS}.')
+            raise NameNotFoundError(f'tap_pairs[{index}].taps[{role!r}] has unknown keys '
+                                    f'{sorted(unknown)}; valid keys are {TAP_KEYS}.')
         result[role] = dict(defaults, **tap)
     return result
+
+
+def _check_pair(pair: Any, index: int) -> dict:
+    """``pair`` as a dict, after checking its type and keys.
+
+    Raises:
+        ConfigTypeError: ``pair`` is not a dict.
+        NameNotFoundError: It has keys a tap pair does not take.
+        ConfigKeyError: It lacks ``name`` or ``loss``.
+    """
+    if not isinstance(pair, dict):
+        raise ConfigTypeError(
+            f'tap_pairs[{index}] must be a dict, got {type(pair).__name__} {pair!r}. Each entry '
+            f'declares one student/teacher pair, e.g. {EXAMPLE_PAIR}.')
+    unknown = set(pair) - set(TAP_PAIR_KEYS)
+    if unknown:
+        raise NameNotFoundError(f'tap_pairs[{index}] has unknown keys {sorted(unknown)}; valid '
+                                f'keys are {TAP_PAIR_KEYS}.')
+    for key in ('name', 'loss'):
+        if key not in pair:
+            raise ConfigKeyError(f'tap_pairs[{index}] needs {key!r}, e.g. {EXAMPLE_PAIR}.')
+    return dict(pair)
 
 
 def expand_tap_pairs(tap_pairs: List[dict], parts: Dict[str, dict]) -> Dict[str, dict]:
@@ -76,24 +106,25 @@ def expand_tap_pairs(tap_pairs: List[dict], parts: Dict[str, dict]) -> Dict[str,
 
     Returns:
         dict: ``parts`` with the pairs added.
+
+    Raises:
+        ConfigError: (or a subclass) an entry is not a dict, lacks a key, has an unknown key or
+            reuses a name.
     """
+    if not isinstance(tap_pairs, (list, tuple)):
+        raise ConfigTypeError(f'tap_pairs must be a list of dicts, got {type(tap_pairs).__name__}'
+                              f' {tap_pairs!r}, e.g. tap_pairs=[{EXAMPLE_PAIR}].')
     parts = copy.deepcopy(parts)
     for index, pair in enumerate(tap_pairs):
-        pair = dict(pair)
-        unknown = set(pair) - set(TAP_PAIR_KEYS)
-        if unknown:
-            raise KeyError(f'tap_pairs[{index}] has unknown keys {sorted(unknown)}; valid keys '
-                           f'are {TAP_PAIR_KEYS}.')
-        for key in ('name', 'loss'):
-            if key not in pair:
-                raise KeyError(f'tap_pairs[{index}] needs {key!r}.')
+        pair = _check_pair(pair, index)
         name = pair['name']
         loss_name = pair.get('loss_name', f'loss_{name}')
         mapping = {}
         for role, tap in _taps_of(pair, index).items():
             if 'student' not in tap:
                 where = f'.taps[{role!r}]' if role else ''
-                raise KeyError(f'tap_pairs[{index}]{where} needs \'student\'.')
+                raise ConfigKeyError(f'tap_pairs[{index}]{where} needs \'student\' (the student '
+                                     'module to tap; list the names with tools/list_taps.py).')
             tap.setdefault('teacher', tap['student'])
             tap_name = f'{name}_{role}' if role else name
             for side in ('student', 'teacher'):
