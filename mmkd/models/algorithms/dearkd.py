@@ -1,5 +1,6 @@
 """DearKD's early distillation: the distillation token follows the training stage."""
 from mmkd.registry import MODELS
+from mmkd.utils.errors import ConfigTypeError
 from .single_teacher_distill import SingleTeacherDistill
 
 
@@ -26,10 +27,10 @@ class DearKD(SingleTeacherDistill):
         super().__init__(*args, **kwargs)
         head = getattr(self.student, 'head', None)
         if not hasattr(head, 'dist_target'):
-            raise TypeError(f'DearKD needs a student head that trains a distillation token '
-                            f'(DearKDClsHead, type="mmkd.DearKDClsHead"), got '
-                            f'{type(head).__name__}. For a student without a distillation '
-                            'token use SingleTeacherDistill.')
+            raise ConfigTypeError(f'DearKD needs a student head that trains a distillation '
+                                  f'token (DearKDClsHead, type="mmkd.DearKDClsHead"), got '
+                                  f'{type(head).__name__}. For a student without a '
+                                  'distillation token use SingleTeacherDistill.')
         self._sync_head()
 
     @property

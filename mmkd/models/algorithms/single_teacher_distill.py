@@ -1,14 +1,15 @@
+import numbers
 from contextlib import nullcontext
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 from mmengine.model import BaseModel
 from mmengine.structures import BaseDataElement
-from mmengine.utils import is_list_of
 
 from mmkd.registry import MODELS, build_component
-from ..builder import build_model_from_cfg
+from mmkd.utils.errors import ConfigError, ConfigRuntimeError, find_user_error
+from ..builder import build_model_from_cfg, merge_dicts
 from ..connectors.base_connector import connector_dry_run
 from .teacher import (NORM_MODES, freeze, load_teacher_checkpoint, set_teacher_mode,
                       use_batch_statistics_without_updates)
@@ -18,6 +19,53 @@ DataSamples = Optional[Union[List[BaseDataElement], dict]]
 
 def _add_prefix(losses: Dict[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]:
     return {f'{prefix}.{name}': value for name, value in losses.items()}
+
+
+def check_dry_run_shape(shape: Any) -> Optional[Tuple[int, int, int]]:
+    """``shape`` as a tuple ``(C, H, W)`` of positive ints, or ``None``.
+
+    Raises:
+        ConfigError: ``shape`` is anything else.
+    """
+    if shape is None:
+        return None
+    if (not isinstance(shape, (list, tuple)) or len(shape) != 3
+            or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
+                       for v in shape)):
+        raise ConfigError(
+            f'dry_run_shape must be the input shape (C, H, W) of the build-time dry run, three '
+            f'positive ints such as (3, 224, 224), or None to skip the dry run; got {shape!r}.')
+    return tuple(int(v) for v in shape)
+
+
+def merge_student_data_preprocessor(
+        architecture: Union[dict, nn.Module], data_preprocessor: Optional[Union[dict, nn.Module]]
+) -> Tuple[Union[dict, nn.Module], Optional[Union[dict, nn.Module]]]:
+    """Merge the algorithm's ``data_preprocessor`` into the student's config.
+
+    Precedence, lowest first: the student model's own preprocessor (that of its stock config),
+    the algorithm's ``data_preprocessor`` (given in the algorithm dict, or the top-level
+    ``data_preprocessor`` that mmengine's Runner puts there), the ``data_preprocessor`` of the
+    ``architecture`` dict. A dict with ``_delete_=True`` replaces what is below it.
+
+    Args:
+        architecture: The student's config or module.
+        data_preprocessor: The algorithm's ``data_preprocessor`` argument.
+
+    Returns:
+        tuple: The student's config and the preprocessor left for the algorithm itself (``None``
+        when it was merged into the student's config, which then provides it).
+    """
+    if not (isinstance(data_preprocessor, dict) and isinstance(architecture, dict)):
+        return architecture, data_preprocessor
+    own = architecture.get('data_preprocessor')
+    if isinstance(own, dict) and not own.get('_delete_', False):
+        merged = merge_dicts(dict(data_preprocessor), dict(own))
+    elif own is not None:
+        merged = own
+    else:
+        merged = data_preprocessor
+    return dict(architecture, data_preprocessor=merged), None
 
 
 @MODELS.register_module()
@@ -39,7 +87,7 @@ class SingleTeacherDistill(BaseModel):
         teacher: The teacher, in the same forms.
         distiller: The distiller config (e.g. ``ConfigurableDistiller``).
         teacher_ckpt: Checkpoint of the teacher, loaded strictly on the CPU. Required unless
-            the teacher is built with ``pretrained`` weights.
+            the teacher is built with ``pretrained`` weights or ``load_teacher=False``.
         trust_teacher_ckpt: Allow full unpickling of a legacy teacher checkpoint that holds
             Python objects besides tensors. Only for files from a trusted source.
         teacher_norm_mode: ``'eval'``: teacher BN layers use running statistics; ``'train'``:
@@ -50,7 +98,13 @@ class SingleTeacherDistill(BaseModel):
         dry_run_shape: Input shape (C, H, W) of the dry run made at build time to fill
             connector channels and check every loss's input shapes; ``None`` skips it (then
             connectors need explicit channels).
-        data_preprocessor: Defaults to the student's; a dict is merged into the student's.
+        load_teacher: ``False`` builds the teacher without weights (``teacher_ckpt`` and
+            ``pretrained`` are ignored) and leaves teacher connectors (e.g. OFD's margins)
+            unset: for evaluating a distillation checkpoint, which holds the teacher and the
+            connectors (``tools/test.py`` sets it). Training needs ``True``.
+        data_preprocessor: Merged into the student's (see
+            :func:`merge_student_data_preprocessor`: the ``architecture`` dict's own
+            ``data_preprocessor`` wins); the algorithm uses the student's preprocessor.
         init_cfg: Initialisation config of the algorithm.
     """
 
@@ -64,19 +118,24 @@ class SingleTeacherDistill(BaseModel):
                  calculate_student_loss: bool = True,
                  stop_teacher_early: bool = True,
                  dry_run_shape: Optional[Sequence[int]] = (3, 224, 224),
+                 load_teacher: bool = True,
                  data_preprocessor: Optional[Union[dict, nn.Module]] = None,
                  init_cfg: Optional[dict] = None) -> None:
         if teacher_norm_mode not in NORM_MODES:
-            raise ValueError(f'teacher_norm_mode must be one of {NORM_MODES}, '
-                             f'got {teacher_norm_mode!r}.')
-        if isinstance(data_preprocessor, dict) and isinstance(architecture, dict):
-            architecture = dict(architecture, data_preprocessor=data_preprocessor)
-            data_preprocessor = None
+            raise ConfigError(f'teacher_norm_mode must be one of {NORM_MODES}, '
+                              f'got {teacher_norm_mode!r}.')
+        dry_run_shape = check_dry_run_shape(dry_run_shape)
+        architecture, data_preprocessor = merge_student_data_preprocessor(
+            architecture, data_preprocessor)
         student = build_model_from_cfg(architecture, 'student')
         if data_preprocessor is None:
             data_preprocessor = getattr(student, 'data_preprocessor', None)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.student = student
+        self.load_teacher = load_teacher
+        #: Whether the teacher holds trained weights (with ``load_teacher=False``: once a state
+        #: dict with ``teacher.`` keys was loaded into the algorithm).
+        self.teacher_has_weights = load_teacher
         self.teacher = self._build_teacher(teacher, teacher_ckpt, trust_teacher_ckpt)
         self.teacher_norm_mode = teacher_norm_mode
         if teacher_norm_mode == 'train':
@@ -87,7 +146,7 @@ class SingleTeacherDistill(BaseModel):
         self.distillation_enabled = True
         self.distiller = build_component(MODELS, distiller)
         self.distiller.prepare(self.student, self.teacher)
-        self._dry_run_shape = tuple(dry_run_shape) if dry_run_shape is not None else None
+        self._dry_run_shape = dry_run_shape
         self._dry_run()
         self._ddp_params_and_buffers_to_ignore = [
             f'teacher.{name}' for name, _ in self.teacher.named_parameters()] + [
@@ -95,14 +154,16 @@ class SingleTeacherDistill(BaseModel):
 
     def _build_teacher(self, cfg: Union[dict, nn.Module], ckpt: Optional[str],
                        trusted: bool) -> nn.Module:
-        teacher = build_model_from_cfg(cfg, 'teacher')
         pretrained = isinstance(cfg, dict) and cfg.get('pretrained') not in (None, False)
-        if ckpt is not None:
+        if not self.load_teacher and pretrained:
+            cfg = dict(cfg, pretrained=False)  # no download: the weights come later
+        teacher = build_model_from_cfg(cfg, 'teacher')
+        if self.load_teacher and ckpt is not None:
             load_teacher_checkpoint(teacher, ckpt, trusted)
-        elif not pretrained and not isinstance(cfg, nn.Module):
-            raise ValueError('the teacher has no weights: set teacher_ckpt=<path to the trained '
-                             "teacher's checkpoint> (or pretrained=True/<path> in its cfg_path "
-                             'dict).')
+        elif self.load_teacher and not pretrained and not isinstance(cfg, nn.Module):
+            raise ConfigError('the teacher has no weights: set teacher_ckpt=<path to the trained '
+                              "teacher's checkpoint> (or pretrained=True/<path> in its cfg_path "
+                              'dict).')
         freeze(teacher)
         return teacher
 
@@ -117,25 +178,42 @@ class SingleTeacherDistill(BaseModel):
                 ignore_errors_after_complete=True):
             self.teacher(self._dry_input(), None, mode='tensor')
 
+    def _run_student_for_dry_run(self) -> None:
+        with torch.no_grad(), self.distiller.student_recorders.recording(
+                ignore_errors_after_complete=True):
+            self.student(self._dry_input(), None, mode='tensor')
+
+    def _run_model_for_dry_run(self, role: str, run: Callable[[], None]) -> None:
+        """Run the teacher or the student on the dry-run input; an error of the model's own
+        forward (not an mmkd user error, e.g. of a recorder) gets a note on the input size."""
+        try:
+            run()
+        except Exception as error:
+            if find_user_error(error) is None:
+                error.add_note(
+                    f'(raised by the {role}\'s forward in the build-time dry run of '
+                    f'{type(self).__name__} on a random input of shape '
+                    f'{(2, *self._dry_run_shape)}; if the {role} needs another input size, set '
+                    'dry_run_shape=(C, H, W) in the algorithm to one both models accept)')
+            raise
+
     def _dry_run(self) -> None:
         """Run both models once on a random input to fill connector shapes, check every
-        loss's inputs and let teacher connectors (e.g. OFD margins) set themselves up."""
+        loss's inputs and let teacher connectors (e.g. OFD margins) set themselves up from the
+        loaded teacher (not with ``load_teacher=False``: their state then comes from the
+        checkpoint loaded after building)."""
         if self._dry_run_shape is None:
             return
         was_training = self.training
         self.eval()
         try:
-            self._run_teacher_for_dry_run()
-            with torch.no_grad(), self.distiller.student_recorders.recording(
-                    ignore_errors_after_complete=True):
-                self.student(self._dry_input(), None, mode='tensor')
+            self._run_model_for_dry_run('teacher', self._run_teacher_for_dry_run)
+            self._run_model_for_dry_run('student', self._run_student_for_dry_run)
             with connector_dry_run():
                 self.distiller.complete_from_dry_run()
-            self.distiller.init_teacher_connectors(self.teacher, self._run_teacher_for_dry_run)
-        except Exception as error:
-            raise type(error)(f'{error}\n(raised in the dry run of {type(self).__name__} on an '
-                              f'input of shape (2, *{self._dry_run_shape}); set dry_run_shape to '
-                              'an input size both models accept)') from error
+            if self.load_teacher:
+                self.distiller.init_teacher_connectors(self.teacher,
+                                                       self._run_teacher_for_dry_run)
         finally:
             self.train(was_training)
 
@@ -148,14 +226,22 @@ class SingleTeacherDistill(BaseModel):
             return self.student(inputs, data_samples, mode=mode)
         raise RuntimeError(f'Invalid mode "{mode}"; only "loss", "predict" and "tensor".')
 
-    def loss(self, inputs: torch.Tensor, data_samples: DataSamples = None) -> Dict[str, torch.Tensor]:
+    def loss(self, inputs: torch.Tensor,
+             data_samples: DataSamples = None) -> Dict[str, torch.Tensor]:
         """Student task losses (``student.`` prefix, unless switched off) plus the distiller's
         losses (while distillation is on)."""
         distilling = self.distillation_enabled
         if not (distilling or self.calculate_student_loss):
-            raise RuntimeError('nothing to train: distillation is switched off and '
-                               'calculate_student_loss is False.')
+            raise ConfigRuntimeError(
+                'nothing to train: distillation is switched off (DistillSwitchHook) and '
+                'calculate_student_loss is False. Set calculate_student_loss=True, or remove '
+                'the DistillSwitchHook, or give it a stop_at after the end of training.')
         if distilling and self.distiller.needs_teacher:
+            if not self.teacher_has_weights:
+                raise ConfigError(
+                    'the teacher has no weights: the algorithm was built with load_teacher=False '
+                    '(for testing a checkpoint that holds the teacher) and no such checkpoint '
+                    'was loaded. Train with load_teacher=True and teacher_ckpt=<path>.')
             self._run_teacher(inputs, data_samples)
         losses = {}
         recording = (self.distiller.student_recorders.recording(
@@ -180,6 +266,11 @@ class SingleTeacherDistill(BaseModel):
         super().train(mode)
         set_teacher_mode(self.teacher, self.teacher_norm_mode, mode)
         return self
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if any(key.startswith(f'{prefix}teacher.') for key in state_dict):
+            self.teacher_has_weights = True
 
     def init_weights(self) -> None:
         """Initialise the student and the distiller; the teacher keeps its loaded weights."""
