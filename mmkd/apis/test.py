@@ -1,13 +1,186 @@
-"""Build a runner that evaluates a checkpoint, the way ``tools/test.py`` does."""
-from typing import Optional, Union
+"""Build a runner that evaluates a checkpoint, the way ``tools/test.py`` does.
 
+The checkpoint is loaded **strictly**: mmengine's Runner loads ``load_from`` with
+``strict=False``, which turns a wrong checkpoint into a random model and a warning among
+hundreds of log lines. :class:`StrictTestCheckpointHook` checks the checkpoint against the model
+before the Runner copies it in; the accepted pairs are
+
+- a distillation config with its distillation checkpoint (the teacher is built without its
+  own checkpoint: its weights and the teacher connectors' state come from the tested file);
+- a stock (student) config with a student checkpoint (``tools/export_student.py``, or a plain
+  model's own checkpoint);
+- a stock (student) config with a distillation checkpoint (mmkd's ``student.`` keys or
+  MMRazor's ``architecture.`` keys): the student part is loaded, and one log line says so.
+
+Anything else raises :class:`~mmkd.utils.errors.CheckpointMismatchError`.
+"""
+import re
+from collections import OrderedDict
+from typing import Dict, List, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
 from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from mmkd.models.algorithms import SingleTeacherDistill
+from mmkd.registry import MODELS
 from mmkd.utils.dist import setup_cpu_distributed
-
+from mmkd.utils.errors import CheckpointMismatchError, ConfigError
+from .export import STUDENT_PREFIXES, student_state_dict
 from .train import load_run_config
+
+StateDict = Dict[str, torch.Tensor]
+#: Wrapper prefixes removed before matching, as mmengine's ``Runner.load_checkpoint`` does.
+_WRAPPER_PREFIX = re.compile(r'^module\.')
+#: How many keys of each kind a mismatch message lists.
+SHOWN_KEYS = 3
+
+
+def _strip_wrapper_prefix(state: StateDict) -> StateDict:
+    stripped = OrderedDict((_WRAPPER_PREFIX.sub('', key), value) for key, value in state.items())
+    metadata = getattr(state, '_metadata', None)
+    if metadata is not None:
+        stripped._metadata = OrderedDict(
+            (_WRAPPER_PREFIX.sub('', key), value) for key, value in metadata.items())
+    return stripped
+
+
+def _student_part(state: StateDict) -> StateDict:
+    """:func:`student_state_dict`, keeping the per-module ``_metadata`` (state versions)."""
+    student = student_state_dict(state)
+    metadata = getattr(state, '_metadata', None)
+    prefix = next(p for p in STUDENT_PREFIXES if any(k.startswith(p) for k in state))
+    if metadata is not None:
+        student._metadata = OrderedDict(
+            (key[len(prefix):] if key.startswith(prefix) else '', value)
+            for key, value in metadata.items()
+            if key.startswith(prefix) or key == prefix[:-1])
+    return student
+
+
+def _has_prefix(keys, prefixes: Tuple[str, ...]) -> bool:
+    return any(key.startswith(prefixes) for key in keys)
+
+
+def _shown(keys: List[str]) -> str:
+    return f'{len(keys)} (e.g. {keys[:SHOWN_KEYS]})' if keys else '0'
+
+
+def _mismatch_hint(model: nn.Module, state: StateDict, config: str) -> str:
+    if isinstance(model, SingleTeacherDistill) and not _has_prefix(state, STUDENT_PREFIXES) \
+            and set(state) & set(model.student.state_dict()):
+        return ('It holds a student alone (e.g. from tools/export_student.py): test it with the '
+                f"student's own config (the config that {config}'s `architecture` names), not "
+                'with the distillation config.')
+    return (f'tools/test.py loads checkpoints strictly: check that {config} is the config this '
+            'checkpoint was trained with (a distillation checkpoint is tested with its '
+            "distillation config or with the student's config).")
+
+
+def state_dict_for_test(model: nn.Module, state: StateDict, filename: str,
+                        config: str = 'the config') -> Tuple[StateDict, bool]:
+    """The state dict of ``state`` that loads strictly into ``model``.
+
+    Args:
+        model: The model under test (not wrapped).
+        state: The checkpoint's state dict.
+        filename: The checkpoint's path, for messages.
+        config: The config's name, for messages.
+
+    Returns:
+        tuple: The state dict with ``model``'s keys and shapes (``num_batches_tracked`` of BN
+        layers may be missing, as torch's strict loading allows), and whether it is the
+        student part of a distillation checkpoint (``model`` is a plain model and ``state`` has
+        ``student.`` or ``architecture.`` keys).
+
+    Raises:
+        CheckpointMismatchError: Keys are missing, unexpected or of another shape; names the
+            file, how many of each and the first ones.
+    """
+    state = _strip_wrapper_prefix(state)
+    expected = model.state_dict()
+    from_distillation = (not _has_prefix(expected, STUDENT_PREFIXES)
+                         and _has_prefix(state, STUDENT_PREFIXES))
+    if from_distillation:
+        state = _student_part(state)
+    # BN's num_batches_tracked may be missing: torch fills it in older checkpoints
+    missing = [key for key in expected
+               if key not in state and not key.endswith('num_batches_tracked')]
+    unexpected = [key for key in state if key not in expected]
+    resized = [f'{key}: {tuple(state[key].shape)} vs {tuple(value.shape)}'
+               for key, value in expected.items()
+               if key in state and tuple(state[key].shape) != tuple(value.shape)]
+    if missing or unexpected or resized:
+        part = 'the student part of distillation checkpoint' if from_distillation \
+            else 'checkpoint'
+        raise CheckpointMismatchError(
+            f'{part} {filename} does not match the model of {config} '
+            f'({type(model).__name__}): missing keys: {_shown(missing)}; unexpected keys: '
+            f'{_shown(unexpected)}; keys of another shape (checkpoint vs model): '
+            f'{_shown(resized)}. {_mismatch_hint(model, state, config)}')
+    return state, from_distillation
+
+
+class StrictTestCheckpointHook(Hook):
+    """Makes the Runner's load of the checkpoint under test strict, and loads the student of
+    a distillation checkpoint into a plain (student) model.
+
+    ``Runner.load_checkpoint`` calls ``after_load_checkpoint`` after reading the file and before
+    copying the state dict into the model, with ``strict=False``. This hook runs first
+    (priority ``HIGHEST``, so hooks such as ``EMAHook`` see the result): it replaces the state
+    dict with :func:`state_dict_for_test`'s, which has exactly the model's keys and shapes, or
+    raises. The non-strict copy that follows therefore copies every tensor and nothing else.
+
+    Args:
+        filename: The checkpoint under test.
+        config: The config's name, for messages.
+    """
+
+    priority = 'HIGHEST'
+
+    def __init__(self, filename: str, config: str) -> None:
+        self.filename = filename
+        self.config = config
+        self.checked = False
+
+    def after_load_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        has_state_dict = isinstance(checkpoint.get('state_dict'), dict)
+        state = checkpoint['state_dict'] if has_state_dict else dict(checkpoint)
+        state, from_distillation = state_dict_for_test(model, state, self.filename, self.config)
+        if has_state_dict:
+            checkpoint['state_dict'] = state
+        else:
+            checkpoint.clear()
+            checkpoint.update(state)
+        if from_distillation:
+            runner.logger.info(
+                f'{self.filename} is a distillation checkpoint: loaded its student '
+                f'({len(state)} tensors) strictly into {type(model).__name__}; its teacher and '
+                'distiller weights are not used.')
+        self.checked = True
+
+    def before_test(self, runner: Runner) -> None:
+        if not self.checked:
+            raise RuntimeError(f'{self.filename} was not checked before testing: the runner '
+                               f'({type(runner).__name__}) did not load it through '
+                               'Runner.load_checkpoint.')
+
+
+def is_distillation_config(model_cfg: dict) -> bool:
+    """Whether ``model_cfg`` builds an mmkd distillation algorithm (a
+    :class:`SingleTeacherDistill` or a subclass)."""
+    model_type = model_cfg.get('type')
+    if isinstance(model_type, str):
+        scope, _, name = model_type.rpartition('.')
+        if scope not in ('', 'mmkd'):
+            return False
+        model_type = MODELS.get(name)
+    return isinstance(model_type, type) and issubclass(model_type, SingleTeacherDistill)
 
 
 def build_test_runner(config: Union[str, Config], checkpoint: str,
@@ -15,8 +188,10 @@ def build_test_runner(config: Union[str, Config], checkpoint: str,
                       cfg_options: Optional[dict] = None, launcher: str = 'none') -> Runner:
     """The runner ``tools/test.py`` tests with.
 
-    Works on a distillation config (the algorithm's ``predict`` mode runs the student) and on a
-    stock student config with a checkpoint from ``tools/export_student.py``.
+    Works on a distillation config with its checkpoint (the algorithm's ``predict`` mode runs
+    the student; the teacher's checkpoint is not needed, the tested file holds the teacher), and
+    on a stock student config with a student checkpoint or a distillation checkpoint (its
+    student part). The checkpoint is loaded strictly (:class:`StrictTestCheckpointHook`).
 
     Args:
         config: Config path or object.
@@ -27,12 +202,17 @@ def build_test_runner(config: Union[str, Config], checkpoint: str,
         launcher: Job launcher.
     """
     cfg = load_run_config(config, work_dir, cfg_options, launcher)
-    cfg.load_from = checkpoint
+    cfg.load_from, cfg.resume = checkpoint, False
+    if is_distillation_config(cfg.model):
+        cfg.model.load_teacher = False
     if out is not None:
         if not out.endswith(('.pkl', '.pickle')):
-            raise ValueError(f'--out must be a .pkl file, got {out}.')
+            raise ConfigError(f'--out must be a .pkl file, got {out}.')
         evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) \
             else [cfg.test_evaluator]
         cfg.test_evaluator = list(evaluators) + [dict(type='DumpResults', out_file_path=out)]
     setup_cpu_distributed(cfg)
-    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    name = config if isinstance(config, str) else (cfg.filename or 'the config')
+    runner.register_hook(StrictTestCheckpointHook(checkpoint, name))
+    return runner
