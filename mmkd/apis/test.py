@@ -73,12 +73,12 @@ def _shown(keys: List[str]) -> str:
 def _mismatch_hint(model: nn.Module, state: StateDict, config: str) -> str:
     if isinstance(model, SingleTeacherDistill) and not _has_prefix(state, STUDENT_PREFIXES) \
             and set(state) & set(model.student.state_dict()):
-        return ('It holds a student alone (e.g. from tools/export_student.py): test it with the '
-                f"student's own config (the config that {config}'s `architecture` names), not "
-                'with the distillation config.')
-    return (f'tools/test.py loads checkpoints strictly: check that {config} is the config this '
-            'checkpoint was trained with (a distillation checkpoint is tested with its '
-            "distillation config or with the student's config).")
+        return ('It holds a student alone (e.g. from tools/export_student.py). Fix: test it with '
+                f"the student's own config (the config that {config}'s `architecture` names), "
+                'not with the distillation config.')
+    return ('tools/test.py loads checkpoints strictly. Fix: test it with the config it was '
+            'trained with (a distillation checkpoint: its distillation config or the '
+            "student's config).")
 
 
 def state_dict_for_test(model: nn.Module, state: StateDict, filename: str,
