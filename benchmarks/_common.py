@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 import warnings
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -239,46 +239,72 @@ def task_of(model: torch.nn.Module) -> str:
                      'classifier, an mmdet detector or an mmseg segmentor.')
 
 
-def make_batch(task: str, batch_size: int, size: int, num_classes: int,
+Size = Union[int, Tuple[int, int]]  # an input size: H (square) or (H, W), in pixels
+
+
+def hw(size: Size) -> Tuple[int, int]:
+    """``(H, W)`` of a size given as ``H`` (square) or ``(H, W)``."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def parse_size(text: str) -> Size:
+    """``'224'`` -> 224, ``'800x1333'`` -> (800, 1333) (height x width), for ``--size``."""
+    parts = text.lower().split('x')
+    if len(parts) == 1:
+        return int(parts[0])
+    if len(parts) == 2:
+        return int(parts[0]), int(parts[1])
+    raise ValueError(f'a size is H or HxW (e.g. 224 or 800x1333), got {text!r}.')
+
+
+def size_text(size: Size) -> str:
+    height, width = hw(size)
+    return f'{height} px' if height == width else f'{height}x{width} px'
+
+
+def make_batch(task: str, batch_size: int, size: Size, num_classes: int,
                seed: int) -> dict:
     """A batch as the stock data pipeline and ``pseudo_collate`` give it: uint8 images (3, H, W)
     and data samples with random ground truth (labels, 3 boxes per image, or a label map)."""
     generator = torch.Generator().manual_seed(seed)
-    inputs = [torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=generator)
+    height, width = hw(size)
+    inputs = [torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=generator)
               for _ in range(batch_size)]
     makers = dict(cls=_cls_sample, det=_det_sample, seg=_seg_sample)
-    samples = [makers[task](size, num_classes, generator) for _ in range(batch_size)]
+    samples = [makers[task]((height, width), num_classes, generator) for _ in range(batch_size)]
     return dict(inputs=inputs, data_samples=samples)
 
 
-def _cls_sample(size: int, num_classes: int, generator: torch.Generator):
+def _cls_sample(shape: Tuple[int, int], num_classes: int, generator: torch.Generator):
     from mmpretrain.structures import DataSample
     label = int(torch.randint(0, num_classes, (1, ), generator=generator))
-    return DataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size))) \
-        .set_gt_label(label)
+    return DataSample(metainfo=dict(img_shape=shape, ori_shape=shape)).set_gt_label(label)
 
 
-def _det_sample(size: int, num_classes: int, generator: torch.Generator, num_boxes: int = 3):
+def _det_sample(shape: Tuple[int, int], num_classes: int, generator: torch.Generator,
+                num_boxes: int = 3):
     from mmdet.structures import DetDataSample
     from mmdet.structures.bbox import HorizontalBoxes
     from mmengine.structures import InstanceData
-    corners = torch.rand((num_boxes, 2, 2), generator=generator) * size
-    boxes = torch.cat([corners.min(1).values, corners.max(1).values + 8], dim=1).clamp(0, size)
+    height, width = shape
+    corners = torch.rand((num_boxes, 2, 2), generator=generator) * torch.tensor([width, height])
+    boxes = torch.cat([corners.min(1).values, corners.max(1).values + 8], dim=1)
+    boxes = torch.min(boxes, torch.tensor([width, height, width, height]))
     instances = InstanceData(
         bboxes=HorizontalBoxes(boxes),
         labels=torch.randint(0, num_classes, (num_boxes, ), generator=generator))
-    meta = dict(img_shape=(size, size), ori_shape=(size, size), scale_factor=(1.0, 1.0),
+    meta = dict(img_shape=shape, ori_shape=shape, scale_factor=(1.0, 1.0),
                 flip=False, flip_direction=None)
     return DetDataSample(metainfo=meta, gt_instances=instances,
                          ignored_instances=InstanceData(bboxes=HorizontalBoxes(
                              torch.zeros((0, 4))), labels=torch.zeros((0, ), dtype=torch.long)))
 
 
-def _seg_sample(size: int, num_classes: int, generator: torch.Generator):
+def _seg_sample(shape: Tuple[int, int], num_classes: int, generator: torch.Generator):
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
-    label = torch.randint(0, num_classes, (1, size, size), generator=generator)
-    meta = dict(img_shape=(size, size), ori_shape=(size, size), scale_factor=(1.0, 1.0),
+    label = torch.randint(0, num_classes, (1, *shape), generator=generator)
+    meta = dict(img_shape=shape, ori_shape=shape, scale_factor=(1.0, 1.0),
                 flip=False, reduce_zero_label=False)
     return SegDataSample(metainfo=meta, gt_sem_seg=PixelData(data=label))
 
@@ -286,8 +312,9 @@ def _seg_sample(size: int, num_classes: int, generator: torch.Generator):
 def num_classes_of(model: torch.nn.Module, task: str) -> int:
     if task == 'cls':
         return model.head.num_classes
-    if task == 'det':
-        return model.bbox_head.num_classes
+    if task == 'det':  # one-stage detectors have a bbox_head, two-stage ones a roi_head
+        head = model.bbox_head if hasattr(model, 'bbox_head') else model.roi_head.bbox_head
+        return head.num_classes
     return model.decode_head.num_classes
 
 
@@ -327,14 +354,13 @@ def load_model_cfg(config: str) -> dict:
     return model_cfg
 
 
-def save_random_checkpoint(model_cfg: dict, path: str, seed: int = 0) -> str:
-    """Build ``model_cfg`` with seeded random weights and save them to ``path``.
+def random_teacher(model_cfg: dict, seed: int = 0) -> nn.Module:
+    """``model_cfg`` built with seeded random weights, as a stand-in for a trained teacher.
 
-    Benchmarks time the arithmetic, which does not depend on the weights' values, so a random
-    teacher stands in for a trained one. Its BN affine parameters are drawn at random as well
-    (scale in [0.5, 1.5], shift N(0, 0.1)), as in a trained network: the stock initialisation
-    sets the last BN of every residual block to zero (``zero_init_residual``), which gives
-    MMRazor's OFD margin a division by zero.
+    Benchmarks time the arithmetic, which does not depend on the weights' values. The BN affine
+    parameters are drawn at random as well (scale in [0.5, 1.5], shift N(0, 0.1)), as in a
+    trained network: the stock initialisation sets the last BN of every residual block to zero
+    (``zero_init_residual``), which gives MMRazor's OFD margin a division by zero.
     """
     torch.manual_seed(seed)
     model = build_model_from_cfg(copy.deepcopy(model_cfg), 'teacher')
@@ -345,27 +371,42 @@ def save_random_checkpoint(model_cfg: dict, path: str, seed: int = 0) -> str:
             if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.normal_(0.0, 0.1)
-    torch.save({'state_dict': model.state_dict()}, path)
+    return model
+
+
+def save_random_checkpoint(model_cfg: dict, path: str, seed: int = 0) -> str:
+    """Save the weights of :func:`random_teacher` to ``path``; returns ``path``."""
+    torch.save({'state_dict': random_teacher(model_cfg, seed).state_dict()}, path)
     return path
 
 
-def build_mmkd_algorithm(model_cfg: dict, teacher_ckpt: str, size: int,
+#: The build-time dry run (on the CPU, before the model moves to its device) runs at the input
+#: size, each side capped to this: connectors take channels from it, not spatial sizes, except
+#: those sized to a spatial grid (DearKD's aligner), whose configs train below the cap.
+DRY_RUN_MAX_SIDE = 256
+
+
+def build_mmkd_algorithm(model_cfg: dict, teacher_ckpt: Optional[str], size: Size,
                          device: torch.device) -> torch.nn.Module:
     """A ``SingleTeacherDistill`` (or subclass) from ``model_cfg``, teacher weights from
-    ``teacher_ckpt``, dry run at ``size`` px, on ``device`` in train mode."""
+    ``teacher_ckpt`` (``None``: ``model_cfg['teacher']`` is a module with its weights), dry run
+    at ``size`` (sides capped to :data:`DRY_RUN_MAX_SIDE`), on ``device`` in train mode."""
     cfg = copy.deepcopy(model_cfg)
-    cfg.update(teacher_ckpt=teacher_ckpt, dry_run_shape=(3, size, size))
+    height, width = (min(side, DRY_RUN_MAX_SIDE) for side in hw(size))
+    cfg.update(teacher_ckpt=teacher_ckpt, dry_run_shape=(3, height, width))
     torch.manual_seed(0)
     algorithm = MODELS.build(cfg)
     algorithm.init_weights()
     return algorithm.to(device).train()
 
 
-def optim_wrapper_for(model: torch.nn.Module, amp: bool) -> object:
-    """An (Amp)OptimWrapper with :data:`OPTIMIZER`; an mmkd algorithm's teacher is left out
-    by mmkd's constructor, as in training."""
-    cfg = dict(type='AmpOptimWrapper' if amp else 'OptimWrapper',
-               optimizer=copy.deepcopy(OPTIMIZER))
+def optim_wrapper_for(model: torch.nn.Module, amp: bool, dtype: str = 'float16') -> object:
+    """An OptimWrapper, or with ``amp`` mmengine's AmpOptimWrapper (autocast to ``dtype``,
+    dynamic loss scaling), with :data:`OPTIMIZER`; an mmkd algorithm's teacher is left out by
+    mmkd's constructor, as in training."""
+    cfg = dict(type='OptimWrapper', optimizer=copy.deepcopy(OPTIMIZER))
+    if amp:
+        cfg.update(type='AmpOptimWrapper', dtype=dtype, loss_scale='dynamic')
     return build_optim_wrapper(model, cfg)
 
 
@@ -449,6 +490,37 @@ def last_tap_point(teacher: nn.Module, algorithm: nn.Module, inputs: torch.Tenso
         for handle in handles:
             handle.remove()
     return order[-1] if order else None
+
+
+def modules_after_last_tap(teacher: nn.Module, algorithm: nn.Module, inputs: torch.Tensor,
+                           data_samples) -> Optional[List[str]]:
+    """The teacher's modules that a full forward starts only after its last tap completed.
+
+    A distillation step never needs them: with ``stop_teacher_early`` none of them may run.
+    ``teacher`` may be the algorithm's own (its recorders are inert outside a step).
+
+    Returns:
+        list | None: Module names in call order; ``None`` when a tap is a function (then the
+        whole forward is needed).
+    """
+    stop_at = last_tap_point(teacher, algorithm, inputs, data_samples)
+    if stop_at is None:
+        return None
+    started: List[str] = []
+    completed: List[int] = []
+    handles = [module.register_forward_pre_hook(lambda *args, name=name: started.append(name))
+               for name, module in teacher.named_modules() if name]
+    handles.append(_hook(get_submodule(teacher, stop_at[0], 'teacher'), stop_at[1],
+                         lambda *args: completed.append(len(started))))
+    try:
+        with torch.no_grad():
+            teacher(inputs, data_samples, mode='tensor')
+    finally:
+        for handle in handles:
+            handle.remove()
+    before = set(started[:completed[-1]])
+    after = dict.fromkeys(name for name in started[completed[-1]:] if name not in before)
+    return list(after)
 
 
 def teacher_forward_fn(teacher: nn.Module, stop_at: Optional[TapPoint], device: torch.device,

@@ -29,6 +29,7 @@ Usage::
     python benchmarks/step_overhead.py --preset ofd-cls fitnets-det
     python benchmarks/step_overhead.py configs/ofd/<config>.py --size 64 --batch-size 16
     python benchmarks/step_overhead.py --preset ofd-cls --device cuda --amp
+    python benchmarks/step_overhead.py --preset ofd-det --device cuda --size 800x1333 --batch-size 2
 
 Runs on the CPU and on CUDA (``--device cuda``, ``--amp`` for float16 autocast).
 ``--profile-ops N`` shows where the time goes: the operators whose self time in (c) differs
@@ -41,7 +42,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from typing import Callable, Dict
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn as nn
@@ -152,11 +153,11 @@ def wait_for_low_load(max_load: float, max_wait_s: float) -> None:
         time.sleep(30)
 
 
-def run_config(name: str, config: str, size: int, batch_size: int, rounds: int,
+def run_config(name: str, config: str, size: C.Size, batch_size: int, rounds: int,
                args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
     model_cfg = C.load_model_cfg(config)
-    print(f'\n== {name}: {osp.relpath(config, C.REPO)} ({size} px, batch {batch_size}) ==',
-          flush=True)
+    print(f'\n== {name}: {osp.relpath(config, C.REPO)} ({C.size_text(size)}, batch '
+          f'{batch_size}) ==', flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = args.teacher_ckpt or C.save_random_checkpoint(
             model_cfg['teacher'], osp.join(tmp, 'teacher.pth'))
@@ -228,12 +229,13 @@ def summary(results: Dict[str, Dict[str, float]]) -> str:
     return '\n'.join(rows)
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('config', nargs='?', help='a distillation config (instead of presets)')
     parser.add_argument('--preset', nargs='+', choices=sorted(C.PRESETS),
                         help='presets to run (default: all whose config exists)')
-    parser.add_argument('--size', type=int, help='input size (default: the preset\'s, or 64)')
+    parser.add_argument('--size', type=C.parse_size,
+                        help='input size, H or HxW (default: the preset\'s, or 64)')
     parser.add_argument('--batch-size', type=int,
                         help='batch size (default: the preset\'s, or 16)')
     parser.add_argument('--rounds', type=int, help='timed rounds (default: per preset, 20)')
@@ -251,11 +253,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--max-load', type=float, default=float('inf'),
                         help='wait until the 1-minute load is below this before timing')
     parser.add_argument('--max-wait', type=float, default=1800, help='seconds to wait at most')
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, float]]:
+    """Run as the command line ``argv`` (default ``sys.argv[1:]``) asks; returns each
+    config's figures."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
     device = C.setup(args.threads, args.device, args.amp)
     C.use_clock(args.clock, device)
     if args.config:
@@ -271,10 +276,11 @@ def main() -> None:
                           args.batch_size or batch_size, args.rounds or rounds)
         if args.teacher_ckpt and len(jobs) > 1:
             raise SystemExit('--teacher-ckpt fits one config: give one --preset or a config.')
-    print(f'command: {" ".join([osp.basename(sys.executable)] + sys.argv)}')
+    print(f'command: {" ".join([osp.basename(sys.executable), __file__, *argv])}')
     results = {name: run_config(name, *job, args, device) for name, job in jobs.items()}
     print('\n' + C.machine_info(device, args.amp))
     print(summary(results))
+    return results
 
 
 if __name__ == '__main__':

@@ -21,7 +21,10 @@ its light dependencies the environment lacks) into a directory this script owns,
 ``~/.cache/mmkd/benchmarks/mmrazor-1.0.0`` (``--mmrazor-dir``). That directory is *appended* to
 ``sys.path`` of this process only, so the environment's own packages always win and nothing in
 the environment (``.venv/lib/.../site-packages``) is written or shadowed; mmkd's tests never
-see MMRazor. No file of MMRazor is edited: the placeholder lives in ``sys.modules``.
+see MMRazor. No file of MMRazor is edited: the placeholder lives in ``sys.modules``. Without
+network, install it beforehand from a wheel (``pip install --no-index --no-deps --target DIR
+mmrazor-1.0.0-py2.py3-none-any.whl``) and pass ``--mmrazor-dir DIR --no-install``
+(``tools/gpu_run.sh`` does).
 
 Pairs (models built once from stock configs by the same code and handed to both toolboxes, the
 same random-weight teacher checkpoint, the same optimizer, teacher BN in eval mode in both,
@@ -47,6 +50,7 @@ Usage::
     python benchmarks/vs_mmrazor.py                  # both pairs
     python benchmarks/vs_mmrazor.py --pairs cls --rounds 30
     python benchmarks/vs_mmrazor.py --device cuda --amp
+    python benchmarks/vs_mmrazor.py --device cuda --pairs det --size 800x1333 --batch-size 2
 """
 import argparse
 import copy
@@ -85,10 +89,15 @@ class MMRazorUnavailable(RuntimeError):
 
 
 # -- installing and importing MMRazor ----------------------------------------------------------
-def install_mmrazor(target: str) -> None:
-    """``pip install --no-deps --target`` MMRazor and its missing light dependencies."""
+def install_mmrazor(target: str, allowed: bool = True) -> None:
+    """``pip install --no-deps --target`` MMRazor and its missing light dependencies, unless
+    ``target`` has it already (or installing is not ``allowed``: then it must be there)."""
     if osp.isfile(osp.join(target, 'mmrazor', '__init__.py')):
         return
+    if not allowed:
+        raise MMRazorUnavailable(f'it is not in {target} and --no-install forbids installing '
+                                 f'it (e.g. `pip install --no-deps --target {target} '
+                                 f'{MMRAZOR}`, or --mmrazor-dir a folder that has it).')
     missing = [pkg for mod, pkg in DEPENDENCIES.items() if importlib.util.find_spec(mod) is None]
     cmd = [sys.executable, '-m', 'pip', 'install', '--no-deps', '--target', target, MMRAZOR,
            *missing]
@@ -148,9 +157,10 @@ def import_mmrazor(target: str) -> types.ModuleType:
     return mmrazor
 
 
-def prepare_mmrazor(target: str) -> types.ModuleType:
-    """Install, report the stock import's failure, import with the placeholder."""
-    install_mmrazor(target)
+def prepare_mmrazor(target: str, install: bool = True) -> types.ModuleType:
+    """Install (if ``install``), report the stock import's failure, import with the
+    placeholder."""
+    install_mmrazor(target, install)
     error = stock_import_error(target)
     print(f'MMRazor 1.0.0 as released: {error or "imports"}')
     missing = removed_torch_names()
@@ -226,24 +236,30 @@ def mmrazor_optim_wrapper(algorithm: nn.Module, amp: bool):
 
 
 # -- one pair -----------------------------------------------------------------------------------
-def mmkd_preset(pair: str) -> Tuple[str, str, int, int, int]:
-    """(method, config path, size, batch size, rounds) of the pair's mmkd config."""
+def mmkd_preset(pair: str, config: Optional[str] = None) -> Tuple[str, str, int, int, int]:
+    """(method, config path, size, batch size, rounds) of the pair's mmkd config, or of
+    ``config`` (an mmkd OFD config is compared with MMRazor's OFD, any other with MMRazor's
+    hints on the same taps) with the pair's size, batch size and rounds."""
     for preset in PAIRS[pair]:
-        config, size, batch_size, rounds = C.PRESETS[preset]
-        if osp.isfile(osp.join(C.REPO, config)):
-            return preset.split('-')[0], osp.join(C.REPO, config), size, batch_size, rounds
+        path, size, batch_size, rounds = C.PRESETS[preset]
+        if config is not None:
+            algorithm = C.load_model_cfg(config).get('type', '')
+            method = 'ofd' if algorithm.endswith('OverhaulFeatureDistillation') else 'fitnets'
+            return method, osp.abspath(config), size, batch_size, rounds
+        if osp.isfile(osp.join(C.REPO, path)):
+            return preset.split('-')[0], osp.join(C.REPO, path), size, batch_size, rounds
     raise FileNotFoundError(f'no mmkd config for the {pair} pair: {PAIRS[pair]}.')
 
 
 def run_pair(pair: str, args: argparse.Namespace, device: torch.device,
              mmrazor_ok: bool) -> Dict[str, float]:
-    method, config, size, batch_size, rounds = mmkd_preset(pair)
+    method, config, size, batch_size, rounds = mmkd_preset(pair, args.config)
     size, batch_size = args.size or size, args.batch_size or batch_size
     rounds = args.rounds or rounds
     model_cfg = C.load_model_cfg(config)
     model_cfg['teacher_norm_mode'] = 'eval'  # MMRazor's default, so both do the same work
-    print(f'\n== {pair}: {method}, mmkd {osp.relpath(config, C.REPO)} ({size} px, batch '
-          f'{batch_size}) ==', flush=True)
+    print(f'\n== {pair}: {method}, mmkd {osp.relpath(config, C.REPO)} ({C.size_text(size)}, '
+          f'batch {batch_size}) ==', flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = C.save_random_checkpoint(model_cfg['teacher'], osp.join(tmp, 'teacher.pth'))
         mmkd = C.build_mmkd_algorithm(model_cfg, ckpt, size, device)
@@ -291,12 +307,17 @@ def summary(results: Dict[str, Dict[str, float]]) -> str:
     return '\n'.join(rows)
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--pairs', nargs='+', choices=sorted(PAIRS), default=list(PAIRS))
+    parser.add_argument('--config', help='an mmkd config of a ResNet pair to use instead of the '
+                        "pair's (one pair; e.g. configs/digits/ofd_resnet18_w32_w4.py)")
     parser.add_argument('--mmrazor-dir', default=DEFAULT_DIR,
                         help='where MMRazor 1.0.0 is installed (pip --target)')
-    parser.add_argument('--size', type=int, help='input size (default: per pair)')
+    parser.add_argument('--no-install', action='store_true',
+                        help='never run pip: use MMRazor only if --mmrazor-dir has it')
+    parser.add_argument('--size', type=C.parse_size,
+                        help='input size, H or HxW (default: per pair)')
     parser.add_argument('--batch-size', type=int, help='batch size (default: per pair)')
     parser.add_argument('--rounds', type=int, help='timed rounds (default: per pair)')
     parser.add_argument('--warmup', type=int, default=3)
@@ -307,16 +328,21 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--clock', choices=sorted(C.CLOCKS), default='wall',
                         help="'wall' or 'cpu' (process CPU time, for a shared machine; with "
                              "--threads 1)")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, float]]:
+    """Run as the command line ``argv`` (default ``sys.argv[1:]``) asks; returns each pair's
+    figures."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.config and len(args.pairs) > 1:
+        raise SystemExit('--config fits one pair: give one of --pairs.')
     device = C.setup(args.threads, args.device, args.amp)
     C.use_clock(args.clock, device)
-    print(f'command: {" ".join([osp.basename(sys.executable)] + sys.argv)}')
+    print(f'command: {" ".join([osp.basename(sys.executable), __file__, *argv])}')
     try:
-        prepare_mmrazor(args.mmrazor_dir)
+        prepare_mmrazor(args.mmrazor_dir, install=not args.no_install)
         mmrazor_ok = True
     except MMRazorUnavailable as error:
         print(f'MMRazor cannot run here, so only mmkd is timed: {error}')
@@ -324,6 +350,7 @@ def main() -> None:
     results = {pair: run_pair(pair, args, device, mmrazor_ok) for pair in args.pairs}
     print('\n' + C.machine_info(device, args.amp))
     print(summary(results))
+    return results
 
 
 if __name__ == '__main__':

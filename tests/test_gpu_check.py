@@ -1,0 +1,94 @@
+"""tools/gpu_check.py, the one-command GPU check, in its CPU mode: every section runs (so the
+GPU run cannot rot), a failing or slow section is recorded while the others still run, and the
+train section's checks catch a teacher that runs past its last tap or takes gradients."""
+import copy
+import os.path as osp
+import subprocess
+import sys
+
+import torch
+
+from helpers import REPO, save_checkpoint_of, tiny_classifier
+from mmkd.registry import MODELS
+
+sys.path.insert(0, osp.join(REPO, 'tools'))
+import gpu_check as G  # noqa: E402
+
+
+def run_gpu_check(tmp_path, *args):
+    """``tools/gpu_check.py --device cpu ARGS`` as a command; (process, report text)."""
+    out = tmp_path / 'report.md'
+    done = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'gpu_check.py'), '--device',
+                           'cpu', '--out', str(out), *args], capture_output=True, text=True,
+                          timeout=900, cwd=REPO)
+    return done, out.read_text()
+
+
+def section_result(report: str, name: str) -> str:
+    """The result column of ``name`` in the report's summary table."""
+    row = next(line for line in report.splitlines() if line.startswith(f'| [{name}]'))
+    return row.split('|')[2].strip()
+
+
+def test_quick_cpu_mode_runs_every_section_and_its_checks_pass(tmp_path):
+    done, report = run_gpu_check(tmp_path, '--quick')
+    assert done.returncode == 0, report + done.stdout[-3000:]
+    assert [section_result(report, name) for name in G.SECTIONS] == ['passed'] * 6
+    assert 'mmkd | imports from' in report
+    assert report.count('| nms IoU') == 3 and report.count('| roi_align') == 2
+    # train: each quick config in fp32 and bfloat16 autocast, all four checks ok
+    rows = [line for line in report.splitlines() if line.endswith(' build) |')]
+    names = {osp.relpath(config, 'configs') for config in G.QUICK.configs}
+    assert sorted((row.split(' | ')[0][2:], row.split(' | ')[1]) for row in rows) == sorted(
+        (name, precision) for name in names for precision in ('fp32', 'bf16'))
+    assert all(row.count(' ok |') == 4 and 'FAIL' not in row for row in rows), rows
+    # the detector's teacher never runs its neck and head (its taps are in the backbone)
+    assert any('retinanet' in row and 'neck' in row and ': 0 ran ok' in row for row in rows)
+    assert '| finished | iter_2.pth saved | ok |' in report  # ddp, gloo, one process
+    assert 'ofd_resnet18_w32_w4 |' in report and ', cls | ofd |' in report  # both benchmarks
+    assert '===== mmrazor' in (tmp_path / 'report.log').read_text()
+
+
+def test_a_failing_section_is_recorded_and_the_next_one_still_runs(tmp_path):
+    done, report = run_gpu_check(tmp_path, '--quick', '--sections', 'train', 'ops',
+                                 '--configs', 'configs/kd/no_such_config.py')
+    assert done.returncode == 1
+    assert section_result(report, 'train') == '**FAILED** (see the checks)'
+    assert 'no_such_config.py' in report.split('## train')[1]  # the error, with its traceback
+    assert section_result(report, 'ops') == 'passed'
+
+
+def test_a_section_out_of_time_is_killed_and_the_report_says_so(tmp_path):
+    done, report = run_gpu_check(tmp_path, '--quick', '--sections', 'train', '--budget', '2')
+    assert done.returncode == 1
+    assert section_result(report, 'train').startswith('**TIMED OUT**')
+
+
+def test_train_checks_catch_a_teacher_running_past_its_last_tap_or_taking_gradients(tmp_path):
+    C = G.benchmark_module('_common')
+    teacher_cfg = tiny_classifier(width=8)
+    ckpt = save_checkpoint_of(teacher_cfg, str(tmp_path / 'teacher.pth'))
+    batches = [C.make_batch('cls', 2, 32, 10, seed) for seed in range(2)]
+    runs = {}
+    for stop_early in (True, False):
+        algorithm = MODELS.build(dict(
+            type='SingleTeacherDistill', architecture=tiny_classifier(width=4),
+            teacher=copy.deepcopy(teacher_cfg), teacher_ckpt=ckpt, dry_run_shape=(3, 32, 32),
+            stop_teacher_early=stop_early,
+            distiller=dict(type='ConfigurableDistiller', tap_pairs=[dict(
+                name='hint', student='backbone.layer2',
+                student_connector=dict(type='ConvBNConnector'),
+                loss=dict(type='FitNetsLoss'))]))).train()
+        data = algorithm.data_preprocessor(copy.deepcopy(batches[0]), True)
+        after = C.modules_after_last_tap(algorithm.teacher, algorithm, data['inputs'],
+                                         data['data_samples'])
+        assert {'backbone.layer3', 'backbone.layer4', 'neck', 'head.fc'} <= set(after)
+        assert not any(name.startswith(('backbone.layer1', 'backbone.layer2')) for name in after)
+        if not stop_early:  # a teacher parameter that trains
+            algorithm.teacher.head.fc.weight.requires_grad_(True)
+        runs[stop_early] = G.precision_run(algorithm, batches, 'fp32', torch.device('cpu'), 2,
+                                           after)
+    assert runs[True]['after_called'] == [] and runs[True]['teacher_grads'] == []
+    assert 'head.fc' in runs[False]['after_called']
+    assert runs[False]['teacher_grads'] == ['head.fc.weight']
+    assert all(run['moved'] > 0 and len(run['losses']) == 2 for run in runs.values())
