@@ -14,6 +14,10 @@ from mmkd.registry import TASK_UTILS
 from mmkd.utils.errors import ConfigError
 
 
+#: Values of ``DeepInversionSynthesizer(amp_dtype=...)``.
+AMP_DTYPES = (None, 'bfloat16', 'float16')
+
+
 def teacher_logits_and_embeddings(teacher: nn.Module,
                                   images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Logits and embeddings (the head's ``pre_logits``) of an mmpretrain classifier.
@@ -74,6 +78,10 @@ class DeepInversionSynthesizer:
         clip: After each step, clamp the images to the normalised values of pixels in
             [0, 255] (from the teacher's data preprocessor ``mean``/``std``), as
             DeepInversion does. Defaults to True.
+        amp_dtype: Mixed precision for the teacher's forward: ``None`` (float32),
+            ``'bfloat16'`` or ``'float16'`` (autocast on the teacher's device; float16 with
+            dynamic loss scaling). The images and Adam's state stay float32 and the objective
+            is reduced in float32. Defaults to None.
     """
 
     def __init__(self,
@@ -92,7 +100,8 @@ class DeepInversionSynthesizer:
                  margin: float = 0.2,
                  jitter: int = 30,
                  flip: bool = True,
-                 clip: bool = True) -> None:
+                 clip: bool = True,
+                 amp_dtype: Optional[str] = None) -> None:
         schedule = [tuple(stage) for stage in resolution_schedule]
         if not schedule or schedule[-1][0] != image_size:
             raise ConfigError(f'DeepInversionSynthesizer: the last stage of '
@@ -108,6 +117,10 @@ class DeepInversionSynthesizer:
         self.tv_weight, self.l2_weight = tv_weight, l2_weight
         self.intra_divergence = IntraDivergenceLoss(ep_weight, triplet_weight, margin)
         self.jitter, self.flip, self.clip = jitter, flip, clip
+        if amp_dtype not in AMP_DTYPES:
+            raise ConfigError(f'DeepInversionSynthesizer: amp_dtype must be one of {AMP_DTYPES}, '
+                              f'got {amp_dtype!r}.')
+        self.amp_dtype = amp_dtype
 
     # -- the objective -------------------------------------------------------------------
     def objective(self, teacher: nn.Module, bn_loss: BNStatisticsLoss, images: torch.Tensor,
@@ -201,16 +214,21 @@ class DeepInversionSynthesizer:
                         generator: torch.Generator,
                         pixel_range: Optional[Tuple[torch.Tensor, torch.Tensor]]) -> list:
         optimizer = torch.optim.Adam([images], lr=self.lr, betas=self.betas, eps=1e-8)
+        device = images.device.type
+        dtype = getattr(torch, self.amp_dtype) if self.amp_dtype else None
+        scaler = torch.amp.GradScaler(device, enabled=self.amp_dtype == 'float16')
         history = []
         for step in range(iterations):
             for group in optimizer.param_groups:
                 group['lr'] = cosine_lr(self.lr, step, iterations, self.warmup_iters)
-            terms = self.objective(teacher, bn_loss, self._augment(images, side, generator),
-                                   labels)
+            with torch.autocast(device, dtype=dtype, enabled=dtype is not None):
+                terms = self.objective(teacher, bn_loss, self._augment(images, side, generator),
+                                       labels)
             total = sum(terms.values())
             optimizer.zero_grad()
-            total.backward()
-            optimizer.step()
+            scaler.scale(total).backward()
+            scaler.step(optimizer)
+            scaler.update()
             if pixel_range is not None:
                 with torch.no_grad():
                     images.copy_(torch.maximum(torch.minimum(images, pixel_range[1]),

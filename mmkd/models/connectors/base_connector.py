@@ -20,6 +20,33 @@ def connector_dry_run() -> Iterator[None]:
         _dry_run_depth -= 1
 
 
+def match_parameter_dtype(module: torch.nn.Module, args: tuple) -> Optional[tuple]:
+    """Forward pre-hook of every connector: outside autocast, a floating-point input whose dtype
+    differs from the connector's parameters is cast to theirs.
+
+    Under mixed precision a connector meets features of another precision than its weights: a
+    float32 connector gets bfloat16/float16 student features, a half-precision one a float32
+    teacher feature (MMRazor issue #190), and conv/linear layers then fail with "Input type
+    ... and weight type ... should be the same". Under autocast, autocast casts (this hook
+    leaves the input alone); outside it the connector computes in its own precision. Connectors
+    without floating-point parameters get their input unchanged.
+
+    Args:
+        module: The connector.
+        args: Its positional inputs, e.g. a feature (B, C, H, W).
+
+    Returns:
+        The inputs to use, or ``None`` to keep them.
+    """
+    dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
+    if dtype is None:
+        return None
+    return tuple(
+        arg.to(dtype) if isinstance(arg, torch.Tensor) and arg.is_floating_point()
+        and arg.dtype != dtype and not torch.is_autocast_enabled(arg.device.type) else arg
+        for arg in args)
+
+
 class BaseConnector(BaseModule):
     """Maps one recorded feature to the form its distillation loss compares.
 
@@ -33,6 +60,10 @@ class BaseConnector(BaseModule):
 
     #: Constructor arguments that :meth:`complete_cfg` may fill from the dry run.
     shape_args = ('in_channels', 'out_channels')
+
+    def __init__(self, init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg)
+        self.register_forward_pre_hook(match_parameter_dtype)
 
     @classmethod
     def complete_cfg(cls, cfg: dict, feature_shape: Sequence[int],
