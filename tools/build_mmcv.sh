@@ -240,25 +240,45 @@ if [[ -n "$(wheel_in_cache)" ]]; then
 fi
 
 ensure_build_tools() {
-    if "$PYTHON" -c 'import pkg_resources, wheel, ninja' 2>/dev/null; then return; fi
+    if "$PYTHON" -c 'import pkg_resources, wheel' 2>/dev/null \
+            && { "$PYTHON" -c 'import ninja' 2>/dev/null || command -v ninja >/dev/null; }; then
+        return
+    fi
     log "installing the build tools into $PYTHON (requirements/build.txt: setuptools < 81, wheel, ninja)"
     "$PYTHON" -m pip install -q -r "$ROOT/requirements/build.txt" >&2 \
         || die "could not install requirements/build.txt into $PYTHON; install it by hand"
 }
 
+# torch compiles in parallel only when it finds the ninja executable on PATH: that of the ninja
+# package installed with $PYTHON goes first (not on PATH in a venv that is not activated; in
+# <target>/bin with pip install --target).
+ninja_dir() {
+    "$PYTHON" - 2>/dev/null <<'PY' || true
+import os
+import ninja
+folder = ninja.BIN_DIR
+if not os.path.isfile(os.path.join(folder, 'ninja')):
+    folder = os.path.join(os.path.dirname(os.path.dirname(ninja.__file__)), 'bin')
+print(folder)
+PY
+}
+build_path="$PATH"
+ninja_bin="$(ninja_dir)"
+if [[ -n "$ninja_bin" && -x "$ninja_bin/ninja" ]]; then build_path="$ninja_bin:$build_path"; fi
 # The environment mmcv's setup.py reads; GPUs are hidden for CPU ops (setup.py would compile CUDA
 # ops whenever torch sees a GPU).
 build_env=(MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}")
 if [[ "${PLAN[ops]}" == cuda ]]; then
+    build_path="$(dirname "${PLAN[nvcc]}"):$build_path"
     build_env+=(FORCE_CUDA=1 CUDA_HOME="${PLAN[cuda_home]}"
-                TORCH_CUDA_ARCH_LIST="${PLAN[torch_cuda_arch_list]}"
-                PATH="$(dirname "${PLAN[nvcc]}"):$PATH")
+                TORCH_CUDA_ARCH_LIST="${PLAN[torch_cuda_arch_list]}")
     if [[ -n "${PLAN[cpath_add]}" ]]; then
         build_env+=(CPATH="${CPATH:+$CPATH:}${PLAN[cpath_add]}")
     fi
 else
     build_env+=(FORCE_CUDA=0 CUDA_VISIBLE_DEVICES=)
 fi
+build_env+=(PATH="$build_path")
 
 fetch_sdist() {
     local sdist="$SDIST_DIR/mmcv-$MMCV_VERSION.tar.gz"
