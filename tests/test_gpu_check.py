@@ -51,7 +51,7 @@ def test_quick_cpu_mode_runs_every_section_and_its_checks_pass(tmp_path):
 
 def test_a_failing_section_is_recorded_and_the_next_one_still_runs(tmp_path):
     done, report = run_gpu_check(tmp_path, '--quick', '--sections', 'train', 'ops',
-                                 '--configs', 'configs/kd/no_such_config.py')
+                                 '--configs', 'configs/kd/no_such_config.py', '--workers', '1')
     assert done.returncode == 1
     assert section_result(report, 'train') == '**FAILED** (see the checks)'
     assert 'no_such_config.py' in report.split('## train')[1]  # the error, with its traceback
