@@ -360,7 +360,7 @@ def check_roi_align(frag: Fragment, cuda: bool) -> None:
     rois = torch.cat([torch.randint(0, 2, (64, 1), generator=generator).float(), boxes], dim=1)
 
     def run(fn, device):
-        leaf = features.to(device).requires_grad_(True)
+        leaf = features.clone().to(device).requires_grad_(True)  # a new leaf for each run
         out = fn(leaf, rois.to(device))
         out.backward(torch.ones_like(out))
         return out.detach().cpu(), leaf.grad.cpu()
@@ -880,7 +880,7 @@ def run_section(args: argparse.Namespace, state: SectionState, deadline: float,
 def run_all(args: argparse.Namespace, plan: Plan) -> int:
     sections = args.sections or list(SECTIONS)
     budgets = {name: plan.budgets[name] for name in sections}
-    scale = (args.budget / sum(budgets.values())) if args.budget else 1.0
+    scale = 1.0 if args.budget is None else max(args.budget, 0) / sum(budgets.values())
     states = [SectionState(name, budgets[name] * scale) for name in sections]
     out = osp.abspath(args.out)
     os.makedirs(osp.dirname(out), exist_ok=True)

@@ -79,6 +79,7 @@ run() {
     build_mmcv
     local budget=$(( TOTAL_S - SECONDS - 15 ))
     (( budget > GPU_CHECK_BUDGET )) && budget=$GPU_CHECK_BUDGET
+    (( budget < 60 )) && budget=60  # the first sections, at least; the report is kept as it goes
     log "tools/gpu_check.py with a budget of ${budget}s"
     timeout -k 5 $(( budget + 10 )) "$PYTHON" tools/gpu_check.py --out "$OUT/gpu_check.md" \
         --budget "$budget" --mmrazor-dir "$MMRAZOR_DIR" "$@"
