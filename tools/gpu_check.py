@@ -109,7 +109,7 @@ FULL = Plan(
     rounds=5,
     warmup=2,
     budgets=dict(versions=10, ops=15, train=105, ddp=30, overhead=80, mmrazor=30),
-    workers=3)
+    workers=4)
 
 QUICK = Plan(
     iters=1,
@@ -944,7 +944,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         'every distillation config; --quick: three)')
     parser.add_argument('--iters', type=int, help='training iterations per precision')
     parser.add_argument('--workers', type=int, help='processes sharing the train section '
-                        '(default: 3 on CUDA, 1 on the CPU, 2 with --quick)')
+                        '(default: 4 on CUDA, 1 on the CPU, 2 with --quick)')
     parser.add_argument('--threads', type=int,
                         help='torch CPU threads per process (default: all cores on CUDA, 2 on '
                              'the CPU, 1 with --quick)')
