@@ -1,6 +1,6 @@
 """Check mmkd on a machine with NVIDIA GPUs in one command, and write the findings as markdown.
 
-    python tools/gpu_check.py --out work_dirs/gpu_check/gpu_check.md      # CUDA, ~4.5 minutes
+    python tools/gpu_check.py --out work_dirs/gpu_check/gpu_check.md      # CUDA, budget 270 s
     python tools/gpu_check.py --device cpu --quick --out /tmp/report.md  # CI: test_gpu_check.py
 
 Sections, in this order, each in a process of its own with a time budget (``--budget`` scales
