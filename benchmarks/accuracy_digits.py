@@ -6,14 +6,14 @@ validation accuracy over epochs.
                                          [--shots-per-class 20] [--work-dir ...]
 
 Writes ``accuracy_digits.md``, ``accuracy_digits.json`` and ``accuracy_digits.png`` to the work
-dir. Shares everything with ``tools/digits_demo.py`` (``mmkd.apis.digits_demo``); unlike the
+dir. Shares everything with ``tools/digits_demo.py`` (``mmkd.demo``); unlike the
 demo it runs every method of the table, including slow ones.
 """
 import argparse
 import os.path as osp
 
-from mmkd.apis.digits_demo import (DIGITS_ENTRIES, format_table, plot_curves, run_comparison,
-                                   write_report)
+from mmkd.demo.digits import DIGITS_ENTRIES, run_comparison
+from mmkd.demo.report import format_table, plot_curves, write_report
 
 
 def parse_args() -> argparse.Namespace:

@@ -19,8 +19,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 
-from mmkd.apis.digits_demo import (DIGITS_ENTRIES, mmkd_config_path, run_comparison,
-                                   write_report)
+from mmkd.demo.digits import DIGITS_ENTRIES, mmkd_config_path, run_comparison
+from mmkd.demo.report import write_report
 
 Curve = List[Tuple[int, float]]
 

@@ -2,6 +2,7 @@
 (tools/digits_demo.py) on a shortened schedule: its table, its runs and its teacher cache."""
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +12,10 @@ from mmengine.config import Config
 from mmpretrain.evaluation import Accuracy
 
 from helpers import REPO, run_tool
-from mmkd.apis import digits_demo
-from mmkd.apis.digits_demo import (DIGITS_ENTRIES, config_fingerprint, digits_config,
-                                   find_cached_teacher, plot_curves, prepare_teacher,
-                                   read_val_curve, resolve_entries)
+from mmkd.demo.digits import (DIGITS_ENTRIES, TEACHER_CONFIG, Comparison, RunResult,
+                              config_fingerprint, digits_config, find_cached_teacher,
+                              prepare_teacher, read_val_curve, resolve_entries)
+from mmkd.demo.report import paired_gain, plot_curves
 from mmkd.registry import DATASETS
 
 
@@ -112,6 +113,10 @@ def test_demo_short_run_writes_the_table_and_distils(tmp_path, capsys):
     out = capsys.readouterr().out
     table = (work / 'results.md').read_text()
     assert table.strip().splitlines()[0].startswith('| model |') and table.strip() in out
+    # a progress bar per model, trained teacher included, and the plot, in a few lines
+    for name, epochs in (('teacher', 1), ('baseline', 2), ('kd', 2)):
+        assert re.search(rf'^{name} +━+ epoch {epochs}/{epochs} loss ', out, re.MULTILINE)
+    assert len(out.splitlines()) < 40 and (work / 'curves.png').is_file()
     report = json.loads((work / 'results.json').read_text())
     assert [row['name'] for row in report['rows']] == ['teacher', 'baseline', 'kd']
     runs = {run['name']: run for run in report['runs']}
@@ -134,26 +139,24 @@ def test_demo_short_run_writes_the_table_and_distils(tmp_path, capsys):
     cached = prepare_teacher(str(teacher_dir), epochs=1)
     assert cached.reused and cached.top1 == teacher['top1']
     assert os.path.getmtime(teacher['checkpoint']) == checkpoint_mtime
-    fingerprint = config_fingerprint(digits_config(digits_demo.TEACHER_CONFIG, epochs=1))
+    fingerprint = config_fingerprint(digits_config(TEACHER_CONFIG, epochs=1))
     assert find_cached_teacher(str(teacher_dir), fingerprint)[0] is not None
-    other = config_fingerprint(digits_config(digits_demo.TEACHER_CONFIG, epochs=2))
+    other = config_fingerprint(digits_config(TEACHER_CONFIG, epochs=2))
     assert 'config' in find_cached_teacher(str(teacher_dir), other)[1]
     with open(teacher['checkpoint'], 'ab') as file:  # a changed file is not reused
         file.write(b'\0')
     assert 'changed' in find_cached_teacher(str(teacher_dir), fingerprint)[1]
 
     # the benchmark's plot from the same runs
-    comparison = digits_demo.Comparison(
-        digits_demo.RunResult(**teacher),
-        [digits_demo.RunResult(**run) for run in report['runs']], seeds=(0, ))
+    comparison = Comparison(RunResult(**teacher), [RunResult(**run) for run in report['runs']],
+                            seeds=(0, ))
     png = plot_curves(comparison, str(tmp_path / 'curves.png'))
     assert open(png, 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
 
 
 def test_gain_over_the_baseline_is_paired_by_seed():
     # differences per common seed: +1, +1, 0 -> mean 2/3, std 1/sqrt(3), sem 1/3
-    gain, sem = digits_demo.paired_gain({0: 93.0, 1: 95.0, 2: 92.0, 7: 50.0},
-                                        {0: 92.0, 1: 94.0, 2: 92.0})
+    gain, sem = paired_gain({0: 93.0, 1: 95.0, 2: 92.0, 7: 50.0}, {0: 92.0, 1: 94.0, 2: 92.0})
     assert gain == pytest.approx(2 / 3) and sem == pytest.approx(1 / 3)
-    assert digits_demo.paired_gain({0: 3.0}, {0: 1.0}) == (2.0, None)
-    assert digits_demo.paired_gain({0: 3.0}, {1: 1.0}) == (None, None)
+    assert paired_gain({0: 3.0}, {0: 1.0}) == (2.0, None)
+    assert paired_gain({0: 3.0}, {1: 1.0}) == (None, None)

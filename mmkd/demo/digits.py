@@ -1,30 +1,31 @@
-"""Train and compare digits distillation runs: the library behind ``tools/digits_demo.py`` (the
-README's first command) and ``benchmarks/accuracy_digits.py``.
+"""Train and compare digits distillation runs: the code behind ``tools/digits_demo.py`` (the
+README's first command) and ``benchmarks/accuracy_digits.py``. Demo code, not mmkd's API.
 
-Every run goes through :func:`mmkd.apis.build_train_runner`, the code path of
+Every run goes through :func:`mmkd.apis.train.build_train_runner`, the code path of
 ``tools/train.py``. The teacher is trained once into a cache directory and reused while its
 config and checkpoint are unchanged (see :func:`find_cached_teacher`); the baseline student and
 the distilled students are trained for every seed. The reported top-1 of a run is the
 validation accuracy after its *last* epoch (never the best epoch: that would select on the
-validation set).
+validation set). Its table and plot are written by :mod:`mmkd.demo.report`; what the terminal
+shows while the runs train, by :mod:`mmkd.demo.progress`.
 """
 import hashlib
 import json
 import math
 import os
 import os.path as osp
-import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from mmengine.config import Config
-from mmengine.runner import find_latest_checkpoint
+from mmengine.runner import Runner, find_latest_checkpoint
 
+from mmkd.apis.test import build_test_runner
+from mmkd.apis.train import build_train_runner
 from mmkd.models.builder import mmkd_config_path
 from mmkd.utils.errors import ConfigError, NameNotFoundError
-from .test import build_test_runner
-from .train import build_train_runner
+from .progress import TrainingProgress
 
 METRIC = 'accuracy/top1'
 TEACHER = 'teacher'
@@ -196,16 +197,43 @@ def read_val_curve(log_dir: str, metric: str = METRIC) -> List[Tuple[int, float]
     return curve
 
 
-def train_run(name: str, config: str, cfg: Config, work_dir: str) -> RunResult:
-    """Train ``cfg`` through ``tools/train.py``'s code path and collect its result."""
+def say(progress: Optional[TrainingProgress], text: str) -> None:
+    """Print one line of the comparison's story: through ``progress``, or as ``[digits] text``
+    without it."""
+    if progress is None:
+        print(f'[digits] {text}', flush=True)
+    else:
+        progress.message(text)
+
+
+def train_run(name: str, config: str, cfg: Config, work_dir: str,
+              progress: Optional[TrainingProgress] = None,
+              label: Optional[str] = None) -> RunResult:
+    """Train ``cfg`` through ``tools/train.py``'s code path and collect its result.
+
+    Args:
+        name: Entry name, shown on the progress bar and in the experiment name.
+        config: Config path relative to mmkd's ``configs/`` (recorded in the result).
+        cfg: The config to train.
+        work_dir: The run's work dir.
+        progress: Shows the run as a progress bar and keeps mmengine's logs in the run's log
+            file (see :class:`~mmkd.demo.progress.TrainingProgress`); ``None``: mmengine logs
+            to the terminal as ``tools/train.py`` does.
+        label: The progress bar's name of the run; default ``name``.
+    """
     seed = int(cfg.randomness.seed)
     work_dir = osp.abspath(work_dir)
     # A name unique to this run: mmengine shares loggers and visualizers by experiment name.
     digest = hashlib.sha1(work_dir.encode()).hexdigest()[:8]
     cfg.experiment_name = f'{name}_seed{seed}_{digest}'
     start = time.perf_counter()
-    runner = build_train_runner(cfg, work_dir=work_dir)
-    runner.train()
+    if progress is None:
+        runner = build_train_runner(cfg, work_dir=work_dir)
+        runner.train()
+    else:
+        with progress.track(label or name) as track:
+            runner = track.build(lambda: build_train_runner(cfg, work_dir=work_dir))
+            runner.train()
     wall = time.perf_counter() - start
     curve = read_val_curve(runner.log_dir)
     max_epochs = cfg.train_cfg.max_epochs
@@ -269,15 +297,24 @@ def write_teacher_record(result: RunResult, fingerprint: str) -> None:
     os.replace(path + '.tmp', path)
 
 
-def evaluate_checkpoint(config: str, checkpoint: str, work_dir: str) -> float:
-    """Validation top-1 of ``checkpoint`` through ``tools/test.py``'s code path."""
-    runner = build_test_runner(Config.fromfile(mmkd_config_path(config)), checkpoint,
-                               work_dir=work_dir)
-    return float(runner.test()[METRIC])
+def evaluate_checkpoint(config: str, checkpoint: str, work_dir: str,
+                        progress: Optional[TrainingProgress] = None) -> float:
+    """Validation top-1 of ``checkpoint`` through ``tools/test.py``'s code path (mmengine's
+    logs kept in the log file with ``progress``, see :func:`train_run`)."""
+
+    def build() -> Runner:
+        return build_test_runner(Config.fromfile(mmkd_config_path(config)), checkpoint,
+                                 work_dir=work_dir)
+
+    if progress is None:
+        return float(build().test()[METRIC])
+    with progress.track(TEACHER, bar=False) as track:
+        return float(track.build(build).test()[METRIC])
 
 
 def prepare_teacher(teacher_dir: str, epochs: Optional[int] = None, retrain: bool = False,
-                    checkpoint: Optional[str] = None) -> RunResult:
+                    checkpoint: Optional[str] = None,
+                    progress: Optional[TrainingProgress] = None) -> RunResult:
     """The digits teacher: a given checkpoint, the cached one, or a new training run.
 
     Args:
@@ -285,9 +322,12 @@ def prepare_teacher(teacher_dir: str, epochs: Optional[int] = None, retrain: boo
         epochs: Shortened teacher schedule; ``None`` keeps the config's.
         retrain: Train even if the cache is valid.
         checkpoint: Use this teacher checkpoint as it is (it is evaluated to report its top-1).
+        progress: What the terminal shows (see :func:`train_run`).
     """
     if checkpoint is not None:
-        top1 = evaluate_checkpoint(TEACHER_CONFIG, checkpoint, osp.join(teacher_dir, 'eval'))
+        top1 = evaluate_checkpoint(TEACHER_CONFIG, checkpoint, osp.join(teacher_dir, 'eval'),
+                                   progress)
+        say(progress, f'teacher: {checkpoint} (top-1 {top1:.2f})')
         return RunResult(TEACHER, TEACHER_CONFIG, -1, top1, [], osp.abspath(checkpoint),
                          teacher_dir, reused=True)
     cfg = digits_config(TEACHER_CONFIG, epochs=epochs)
@@ -295,12 +335,11 @@ def prepare_teacher(teacher_dir: str, epochs: Optional[int] = None, retrain: boo
     cached, reason = (None, '--retrain-teacher') if retrain else \
         find_cached_teacher(teacher_dir, fingerprint)
     if cached is not None:
-        print(f'[digits] reusing the teacher cached in {teacher_dir} '
-              f'(top-1 {cached.top1:.2f}); --retrain-teacher trains it again.', flush=True)
+        say(progress, f'reusing the teacher cached in {teacher_dir} (top-1 {cached.top1:.2f}); '
+            '--retrain-teacher trains it again.')
         return cached
-    print(f'[digits] training the teacher ({TEACHER_CONFIG}) into {teacher_dir} ({reason})',
-          flush=True)
-    result = train_run(TEACHER, TEACHER_CONFIG, cfg, teacher_dir)
+    say(progress, f'training the teacher ({TEACHER_CONFIG}) into {teacher_dir} ({reason})')
+    result = train_run(TEACHER, TEACHER_CONFIG, cfg, teacher_dir, progress)
     write_teacher_record(result, fingerprint)
     return result
 
@@ -338,7 +377,8 @@ def run_comparison(names: Optional[Sequence[str]] = None,
                    val_interval: Optional[int] = None,
                    retrain_teacher: bool = False,
                    teacher_ckpt: Optional[str] = None,
-                   shots_per_class: Optional[int] = None) -> Comparison:
+                   shots_per_class: Optional[int] = None,
+                   progress: Optional[TrainingProgress] = None) -> Comparison:
     """Train (or reuse) the teacher, then every student entry for every seed.
 
     Args:
@@ -354,148 +394,28 @@ def run_comparison(names: Optional[Sequence[str]] = None,
         teacher_ckpt: Use this teacher checkpoint instead of the cache.
         shots_per_class: Student training images per class (0: all); ``None`` keeps the
             configs' (20).
+        progress: Progress bars, mmengine's logs in the runs' log files (see
+            :func:`train_run`); ``None``: mmengine's logs on the terminal.
     """
     names = resolve_entries(names)
     if not seeds:
         raise ConfigError('give at least one seed (--seeds 0 1 2).')
     start = time.perf_counter()
-    teacher = prepare_teacher(teacher_dir, teacher_epochs, retrain_teacher, teacher_ckpt)
+    teacher = prepare_teacher(teacher_dir, teacher_epochs, retrain_teacher, teacher_ckpt,
+                              progress)
     comparison = Comparison(teacher, seeds=tuple(seeds), epochs=epochs)
     total = len(names) * len(seeds)
     for seed in seeds:
         for name in names:
             config = DIGITS_ENTRIES[name].config
-            print(f'[digits] run {len(comparison.runs) + 1}/{total}: {name} ({config}), '
-                  f'seed {seed}', flush=True)
+            if progress is None:  # the progress bar names the run
+                print(f'[digits] run {len(comparison.runs) + 1}/{total}: {name} ({config}), '
+                      f'seed {seed}', flush=True)
             cfg = digits_config(config, seed, epochs, val_interval, teacher.checkpoint,
                                 shots_per_class)
+            label = name if len(seeds) == 1 else f'{name} seed {seed}'
             comparison.runs.append(
-                train_run(name, config, cfg, osp.join(work_dir, name, f'seed{seed}')))
+                train_run(name, config, cfg, osp.join(work_dir, name, f'seed{seed}'),
+                          progress, label))
     comparison.wall_s = time.perf_counter() - start
     return comparison
-
-
-# -- reporting --------------------------------------------------------------------------------
-def mean_std(values: Sequence[float]) -> Tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def summary_rows(comparison: Comparison) -> List[dict]:
-    """One row per entry: top-1 mean, std, per-seed values and the gain over its baseline."""
-    teacher = comparison.teacher
-    rows = [dict(name=TEACHER, config=teacher.config, seeds=[teacher.seed],
-                 top1=[teacher.top1], mean=teacher.top1, std=0.0, baseline=None, gain=None)]
-    by_seed = {}
-    for name in dict.fromkeys(run.name for run in comparison.runs):
-        runs = comparison.runs_of(name)
-        by_seed[name] = {run.seed: run.top1 for run in runs}
-        mean, std = mean_std([run.top1 for run in runs])
-        baseline = DIGITS_ENTRIES[name].baseline if name in DIGITS_ENTRIES else None
-        gain, gain_sem = paired_gain(by_seed[name], by_seed.get(baseline, {}))
-        rows.append(dict(name=name, config=runs[0].config, seeds=[run.seed for run in runs],
-                         top1=[run.top1 for run in runs], mean=mean, std=std,
-                         baseline=baseline, gain=gain, gain_sem=gain_sem))
-    return rows
-
-
-def paired_gain(top1: Dict[int, float],
-                baseline_top1: Dict[int, float]) -> Tuple[Optional[float], Optional[float]]:
-    """Mean and standard error of ``top1 - baseline_top1`` over the seeds both have.
-
-    A seed draws the same few-shot images for every entry, so the per-seed difference removes
-    the variance that comes from which images were drawn.
-
-    Returns:
-        tuple: ``(mean, standard error)``; ``(None, None)`` without a common seed, and a
-        standard error of ``None`` with a single one.
-    """
-    differences = [top1[seed] - baseline_top1[seed] for seed in top1 if seed in baseline_top1]
-    if not differences:
-        return None, None
-    mean, std = mean_std(differences)
-    return mean, std / len(differences)**0.5 if len(differences) > 1 else None
-
-
-def format_seeds(seeds: Sequence[int]) -> str:
-    """``'0-9'`` for a run of consecutive seeds (more than three), else ``'0, 1, 2'``."""
-    seeds = list(seeds)
-    if len(seeds) > 3 and seeds == list(range(seeds[0], seeds[0] + len(seeds))):
-        return f'{seeds[0]}-{seeds[-1]}'
-    return ', '.join(map(str, seeds))
-
-
-def format_table(comparison: Comparison) -> str:
-    """The comparison as a markdown table."""
-    seeds = format_seeds(comparison.seeds)
-    lines = ['| model | config | top-1 (%) | per seed | vs baseline |',
-             '|---|---|---|---|---|']
-    for row in summary_rows(comparison):
-        top1 = f'{row["mean"]:.2f}'
-        if len(row['top1']) > 1:
-            top1 += f' ± {row["std"]:.2f}'
-        per_seed = ' / '.join(f'{value:.2f}' for value in row['top1'])
-        gain = ''
-        if row['gain'] is not None:
-            sem = f' ± {row["gain_sem"]:.2f}' if row['gain_sem'] is not None else ''
-            gain = f'{row["gain"]:+.2f}{sem} ({row["baseline"]})'
-        lines.append(f'| {row["name"]} | {row["config"]} | {top1} | {per_seed} | {gain} |')
-    teacher = comparison.teacher
-    note = 'cached' if teacher.reused else 'trained in this run'
-    if len(comparison.seeds) > 1:
-        students = (f'seeds {seeds} (mean ± sample std); vs baseline: mean ± standard error of '
-                    'the per-seed difference (a seed draws the same images for every entry)')
-    else:
-        students = f'seed {seeds} (one sample: differences of a point or two are noise)'
-    lines += ['', f'Validation top-1 after the last epoch; students: {students}; teacher: '
-              f'{note}. Wall time {comparison.wall_s:.0f} s.']
-    return '\n'.join(lines)
-
-
-def write_report(comparison: Comparison, work_dir: str, stem: str = 'results') -> Tuple[str, str]:
-    """Write ``<stem>.md`` (the table) and ``<stem>.json`` (rows and every run) to ``work_dir``.
-
-    Returns:
-        tuple: The two paths.
-    """
-    os.makedirs(work_dir, exist_ok=True)
-    md_path, json_path = (osp.join(work_dir, f'{stem}.{ext}') for ext in ('md', 'json'))
-    with open(md_path, 'w') as file:
-        file.write(format_table(comparison) + '\n')
-    report = dict(seeds=list(comparison.seeds), epochs=comparison.epochs,
-                  wall_s=comparison.wall_s, rows=summary_rows(comparison),
-                  teacher=asdict(comparison.teacher),
-                  runs=[asdict(run) for run in comparison.runs])
-    with open(json_path, 'w') as file:
-        json.dump(report, file, indent=2)
-    return md_path, json_path
-
-
-def plot_curves(comparison: Comparison, path: str) -> str:
-    """Plot validation top-1 over epochs for every entry (mean over seeds, shaded ±1 std), with
-    the teacher's final top-1 as a dashed line; write it to ``path`` (PNG)."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for name in dict.fromkeys(run.name for run in comparison.runs):
-        curves = [dict(run.curve) for run in comparison.runs_of(name)]
-        epochs = sorted(set.intersection(*(set(curve) for curve in curves)))
-        stats = [mean_std([curve[epoch] for curve in curves]) for epoch in epochs]
-        means = [mean for mean, _ in stats]
-        axes.plot(epochs, means, marker='.', label=name)
-        if len(curves) > 1:
-            axes.fill_between(epochs, [m - s for m, s in stats], [m + s for m, s in stats],
-                              alpha=0.2)
-    axes.axhline(comparison.teacher.top1, color='black', linestyle='--',
-                 label=f'teacher ({comparison.teacher.top1:.1f})')
-    seeds = format_seeds(comparison.seeds)
-    axes.set(xlabel='epoch', ylabel='validation top-1 (%)',
-             title=f'Digits: students distilled from a ResNet-18 w32 (seeds {seeds})')
-    axes.grid(alpha=0.3)
-    axes.legend(loc='lower right')
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
