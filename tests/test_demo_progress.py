@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from mmengine.config import Config
+from mmengine.logging import MMLogger
 
 from helpers import config_path, run_tool, save_checkpoint_of
 from mmkd.apis.train import build_train_runner
@@ -82,19 +83,23 @@ def test_verbose_prints_mmengine_logs_above_the_bars(tmp_path, teacher_ckpt, cap
 def test_what_a_run_prints_or_warns_goes_to_its_log_file(tmp_path, capsys):
     cfg = digits_config('digits/student_resnet18_w4.py', epochs=1, shots_per_class=1)
     progress = TrainingProgress()
-    with progress.track('student') as track:  # (pytest.ini ignores UserWarnings)
+    with progress.track('student') as track:  # RuntimeWarning: pytest.ini ignores UserWarning
         warnings.warn('raised while the runner is built', RuntimeWarning)
+        other = MMLogger.get_instance(f'other_{tmp_path.name}')  # logs to the terminal only
+        other.info('logged by another logger')
         runner = track.build(lambda: build_train_runner(cfg, work_dir=str(tmp_path)))
-        print('printed during training')
-        warnings.warn('raised while it trains', RuntimeWarning)
+        print('printed by the run')
+        warnings.warn('raised by the run', RuntimeWarning)
         runner.logger.error('an error of the run')
     out, err = capsys.readouterr()
     assert err == ''
     log = log_file(tmp_path)
-    for text in ('raised while the runner is built', 'printed during training',
-                 'raised while it trains', 'an error of the run'):
+    for text in ('raised while the runner is built', 'logged by another logger',
+                 'printed by the run',
+                 'raised by the run', 'an error of the run'):
         assert text in log
     assert 'an error of the run' in out  # errors still reach the terminal
-    assert 'raised' not in out and 'printed' not in out and 'Config:' not in out
+    assert 'raised' not in out and 'printed' not in out and 'logged' not in out
+    assert 'Config:' not in out
     # the progress bar only starts with the training
     assert not [line for line in out.splitlines() if BAR.match(line)]

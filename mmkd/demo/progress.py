@@ -31,17 +31,18 @@ METRIC = 'accuracy/top1'
 class RunOutput(io.TextIOBase):
     """``sys.stdout`` during a quiet run: what the run prints goes to its log, line by line.
 
-    A record that a logging handler writes here is dropped: mmengine's
-    :class:`~mmengine.logging.MMLogger` binds its terminal handler to ``sys.stdout`` as it is
-    when the runner creates the logger, and the record reaches the log file through the file
-    handler anyway. Anything else (mmengine prints some messages with ``print``) is passed to
-    ``log`` one line at a time.
+    mmengine's :class:`~mmengine.logging.MMLogger` binds its terminal handler to ``sys.stdout``
+    as it is when the runner creates the logger, so the runner's own records arrive here too
+    (its file handler has them already). Each line is passed on with the handler that wrote it
+    (``None`` for a ``print``, e.g. mmengine's "Loads checkpoint" line), so that
+    :class:`RunTrack` can tell them apart.
 
     Args:
-        log: Called with each line printed.
+        log: Called with each line written and the :class:`logging.StreamHandler` that wrote
+            it, or ``None``.
     """
 
-    def __init__(self, log: Callable[[str], None]):
+    def __init__(self, log: Callable[[str, Optional[logging.Handler]], None]):
         super().__init__()
         self.log = log
         self.partial = ''
@@ -50,18 +51,20 @@ class RunOutput(io.TextIOBase):
         return True
 
     def write(self, text: str) -> int:
-        if sys._getframe(1).f_code is logging.StreamHandler.emit.__code__:
+        caller = sys._getframe(1)
+        if caller.f_code is logging.StreamHandler.emit.__code__:  # one whole record
+            self.log(text.rstrip('\n'), caller.f_locals.get('self'))
             return len(text)
         *lines, self.partial = (self.partial + text).split('\n')
         for line in lines:
             if line.strip():
-                self.log(line)
+                self.log(line, None)
         return len(text)
 
     def close(self) -> None:
-        """Log the last line if it has no line break."""
+        """Pass on the last line if it has no line break."""
         if self.partial.strip():
-            self.log(self.partial)
+            self.log(self.partial, None)
         self.partial = ''
         super().close()
 
@@ -150,9 +153,9 @@ class RunTrack:
         self.progress = progress
         self.description = description
         self.terminal = terminal
-        self.output = RunOutput(self.log_info)
+        self.output = RunOutput(self.log_output)
         self.logger: Optional[MMLogger] = None
-        self.pending: List[Tuple[int, str]] = []
+        self.pending: List[Tuple[int, str, Optional[logging.Handler]]] = []
 
     def build(self, build_runner: Callable[[], Runner]) -> Runner:
         """Build the run's runner with ``build_runner`` and attach it to the display: the
@@ -165,22 +168,25 @@ class RunTrack:
                     handler.setStream(self.terminal)
                     handler.setLevel(logging.ERROR)
         self.logger = runner.logger
-        for level, text in self.pending:
-            self.logger.log(level, text)
+        for level, text, handler in self.pending:
+            if handler not in self.logger.handlers:  # the runner's records are in its file
+                self.logger.log(level, text)
         self.pending.clear()
         if self.progress is not None:
             runner.register_hook(ProgressHook(self.progress, self.description))
         return runner
 
-    def log(self, level: int, text: str) -> None:
-        """Log ``text`` with the run's logger (held until the runner is built)."""
+    def log(self, level: int, text: str, handler: Optional[logging.Handler] = None) -> None:
+        """Log ``text`` with the run's logger (held until the runner is built); ``handler``:
+        the handler that printed it, if any."""
         if self.logger is None:
-            self.pending.append((level, text))
+            self.pending.append((level, text, handler))
         else:
             self.logger.log(level, text)
 
-    def log_info(self, text: str) -> None:
-        self.log(logging.INFO, text)
+    def log_output(self, text: str, handler: Optional[logging.Handler]) -> None:
+        """What the run printed (see :class:`RunOutput`)."""
+        self.log(logging.INFO, text, handler)
 
     def log_warning(self, message: Union[Warning, str], category: Type[Warning], filename: str,
                     lineno: int, file: Optional[TextIO] = None,
