@@ -1,3 +1,4 @@
+from .crosskd_loss import KDDistributionLoss, KDQualityFocalLoss, kd_quality_focal_loss
 from .cwd_loss import CWDLoss, channel_wise_divergence
 from .dist_loss import DISTLoss, pearson_correlation
 from .fitnets_loss import FitNetsLoss
@@ -18,5 +19,5 @@ __all__ = [
     'l2_prior', 'total_variation', 'IntraDivergenceLoss', 'intra_divergence_terms',
     'TeKAPFeatureLoss', 'TeKAPLoss', 'perturbed_views', 'NonFiniteLossError', 'CWDLoss',
     'channel_wise_divergence', 'PKDLoss', 'normalize_per_channel', 'DISTLoss',
-    'pearson_correlation'
+    'pearson_correlation', 'KDQualityFocalLoss', 'KDDistributionLoss', 'kd_quality_focal_loss'
 ]
