@@ -132,6 +132,7 @@ def plot_curves(comparison: Comparison, path: str) -> str:
     axes.axhline(comparison.teacher.top1, color='black', linestyle='--',
                  label=f'teacher ({comparison.teacher.top1:.1f})')
     seeds = ('seeds ' if len(comparison.seeds) > 1 else 'seed ') + format_seeds(comparison.seeds)
+    axes.set_ylim(top=101)  # the teacher's line stays inside the frame
     axes.set(xlabel='epoch', ylabel='validation top-1 (%)',
              title=f'Digits: students distilled from a ResNet-18 w32 ({seeds})')
     axes.grid(alpha=0.3)
