@@ -335,6 +335,13 @@ PRESETS = {
     'tekap-cls': ('configs/tekap/tekap_kd_resnet34_resnet18_8xb32_in1k.py', 64, 16, 20),
     'tekap-det': ('configs/tekap/tekap_ofd_retinanet_r101_r50_fpn_1x_coco.py', 256, 2, 8),
     'dearkd-digits': ('configs/digits/dearkd_resnet18_w32_mhca_vit.py', 32, 16, 20),
+    'cwd-det': ('configs/cwd/cwd_gfl_r101_r50_fpn_1x_coco.py', 256, 2, 8),
+    'cwd-seg': ('configs/cwd/cwd_pspnet_r101-d8_r18-d8_4xb2-80k_cityscapes-512x1024.py', 128, 2,
+                8),
+    'pkd-det': ('configs/pkd/pkd_retinanet_r101_r50_fpn_2x_coco.py', 256, 2, 8),
+    'dist-cls': ('configs/dist/dist_resnet34_resnet18_8xb32_in1k.py', 64, 16, 20),
+    'dist-seg': ('configs/dist/dist_pspnet_r101-d8_r18-d8_4xb2-80k_cityscapes-512x1024.py', 128,
+                 2, 8),
 }
 
 

@@ -2,8 +2,12 @@
 teacher's head layers on the student's features, the gradients (to the student through the
 frozen teacher head, none into the teacher), the checks made at build, and the GFL and
 RetinaNet configs for one training iteration on tiny real data."""
-import copy
 import math
+import os
+import os.path as osp
+import socket
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -14,7 +18,7 @@ from mmengine.config import Config
 from mmengine.structures import InstanceData
 
 from data_factory import det_data_options, make_coco_detection
-from helpers import (StudentSnapshot, assert_teacher_unchanged, config_path, moved_tensors,
+from helpers import (REPO, StudentSnapshot, assert_teacher_unchanged, config_path, moved_tensors,
                      save_checkpoint_of, train_counting_calls)
 from mmkd.apis.export import student_state_dict
 from mmkd.models import build_model_from_cfg
@@ -340,3 +344,35 @@ def test_config_trains_one_iteration(tmp_path, config, cls_layer):
     assert any(name.startswith('bbox_head.cls_convs.0.') for name in moved), moved
     stock = build_model_from_cfg(dict(cfg.model.architecture, pretrained=False), 'student')
     stock.load_state_dict(student_state_dict(runner.model.state_dict()), strict=True)
+
+
+def test_gfl_config_trains_on_two_processes_with_dist_train_and_gloo(tmp_path):
+    """tools/dist_train.sh with 2 CPU processes (gloo): the cross-head gradient passes through
+    the teacher's layers, which DDP ignores; GFL averages the number of positives over the
+    processes (mmengine's all_reduce)."""
+    cfg = Config.fromfile(config_path('crosskd/crosskd_gfl_r101_r50_fpn_1x_coco.py'))
+    info = make_coco_detection(tmp_path / 'data', image_size=(64, 64))
+    ckpt = save_checkpoint_of(dict(cfg.model.teacher, pretrained=False),
+                              str(tmp_path / 'teacher.pth'))
+    cfg.merge_from_dict(dict(det_data_options(info, max_iters=2, batch_size=1),
+                             **{'model.teacher.pretrained': False, 'model.teacher_ckpt': ckpt,
+                                'model.architecture.backbone.init_cfg': None}))
+    config = str(tmp_path / 'crosskd_gloo.py')
+    cfg.dump(config)
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ('NNODES', 'NODE_RANK', 'MASTER_ADDR')}
+    env.update(PYTHON=sys.executable, PORT=str(port), OMP_NUM_THREADS='1')
+    work_dir = tmp_path / 'work'
+    run = subprocess.run(['bash', osp.join(REPO, 'tools', 'dist_train.sh'), config, '2',
+                          '--work-dir', str(work_dir)], env=env, capture_output=True, text=True,
+                         timeout=600)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-3000:]
+    assert 'Distributed training: True' in output and 'loss_crosskd_box' in output
+    state = torch.load(work_dir / 'iter_2.pth', weights_only=True)['state_dict']
+    teacher = torch.load(ckpt, weights_only=True)['state_dict']
+    assert all(torch.equal(state[f'teacher.{k}'], v) for k, v in teacher.items())
+    stock = build_model_from_cfg(dict(cfg.model.architecture, pretrained=False), 'student')
+    stock.load_state_dict(student_state_dict(state), strict=True)
