@@ -6,7 +6,6 @@ modules, and the student's weights load strictly into the stock model."""
 import math
 
 import pytest
-import torch
 from mmengine.config import Config
 
 from data_factory import (cls_data_options, det_data_options, make_classification_dataset,

@@ -43,7 +43,8 @@ class CWDLoss(nn.Module):
     positions, ``p = softmax(x / tau)`` over the ``H * W`` positions of one (sample, channel);
     the student matches the teacher's distribution of each channel::
 
-        L = loss_weight * tau^2 / (B * C) * sum_{b, c} sum_{i in H*W} p_t(b,c,i) log(p_t(b,c,i) / p_s(b,c,i))
+        L = loss_weight * tau^2 / (B * C)
+            * sum_{b, c} sum_{i in H*W} p_t(b, c, i) * log(p_t(b, c, i) / p_s(b, c, i))
 
     i.e. the KL divergence summed over the positions, averaged over the ``B * C`` maps, times
     ``tau^2``. This is the normalisation of the official code (TorchDistiller's

@@ -92,9 +92,9 @@ class DISTLoss(nn.Module):
     ``DISTLoss``). Undefined correlations count as 0 with no gradient
     (:func:`pearson_correlation`): a batch of one sample makes ``intra = 1``, a sample with
     constant logits (on either side) has inter-class correlation 0, both without gradient, so
-    the loss and its gradient stay finite. The intra-class relation compares the samples of one process's
-    batch; under DDP each process uses its own. The teacher gets no gradient. Computed in
-    float32 on half-precision inputs.
+    the loss and its gradient stay finite. The intra-class relation compares the samples of
+    one process's batch; under DDP each process uses its own. The teacher gets no gradient.
+    Computed in float32 on half-precision inputs.
 
     The papers' settings: ImageNet ``tau=1``, both weights 1, ``loss_weight=2`` (MMRazor's
     R-34 -> R-18 config); segmentation (official code) ``tau=1``, both weights 1, weight 1 on
