@@ -28,6 +28,7 @@ from mmengine.runner import Runner
 
 from mmkd.models.algorithms import SingleTeacherDistill
 from mmkd.registry import MODELS
+from mmkd.utils.checkpoint import set_checkpoint_role
 from mmkd.utils.dist import setup_cpu_distributed
 from mmkd.utils.errors import CheckpointMismatchError, ConfigError
 from .export import STUDENT_PREFIXES, student_state_dict
@@ -203,6 +204,7 @@ def build_test_runner(config: Union[str, Config], checkpoint: str,
     """
     cfg = load_run_config(config, work_dir, cfg_options, launcher)
     cfg.load_from, cfg.resume = checkpoint, False
+    set_checkpoint_role(checkpoint, 'test checkpoint')  # named in the messages of its load
     if is_distillation_config(cfg.model):
         cfg.model.load_teacher = False
     if out is not None:

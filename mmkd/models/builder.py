@@ -295,12 +295,16 @@ def _model_zoo_url(cfg_path: str) -> str:
     return cfg.model_path
 
 
-def build_model_from_cfg(cfg: Union[dict, nn.Module], role: str = 'model') -> nn.Module:
+def build_model_from_cfg(cfg: Union[dict, nn.Module], role: str = 'model',
+                         trusted: bool = False) -> nn.Module:
     """Build a student or teacher model (see the module docstring for the accepted forms).
 
     Args:
         cfg: The model's config or the model.
-        role: ``'student'`` or ``'teacher'``, for messages.
+        role: ``'student'`` or ``'teacher'``, for messages. A teacher's ``pretrained=<path>``
+            loads like its ``teacher_ckpt`` (:func:`load_pretrained`).
+        trusted: Allow full unpickling of the ``pretrained`` checkpoint (the algorithm's
+            ``trust_teacher_ckpt`` for a teacher).
     """
     if isinstance(cfg, nn.Module):
         return cfg
@@ -321,9 +325,30 @@ def build_model_from_cfg(cfg: Union[dict, nn.Module], role: str = 'model') -> nn
         scope, cfg['type'] = cfg['type'].split('.', 1)
     model = _build_in_scope(cfg, scope, role)
     if checkpoint is not None:
-        from mmengine.runner import load_checkpoint
-        load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
+        load_pretrained(model, checkpoint, role, trusted)
     return model
+
+
+def load_pretrained(model: nn.Module, checkpoint: str, role: str, trusted: bool = False) -> None:
+    """Load the checkpoint that ``pretrained=`` names into ``model``, strictly.
+
+    A teacher's local file loads through
+    :func:`~mmkd.models.algorithms.teacher.load_teacher_checkpoint`, as ``teacher_ckpt`` does:
+    ``weights_only`` unless ``trusted``, and trusted directories never apply (a downloaded
+    teacher copied into a work dir stays untrusted). A URL (``pretrained=True``: the config's
+    model zoo weights) and a student's file load through mmengine under mmkd's checkpoint policy
+    (:mod:`mmkd.utils.checkpoint`).
+    """
+    if role == 'teacher' and '://' not in checkpoint:
+        from mmkd.models.algorithms.teacher import load_teacher_checkpoint
+        load_teacher_checkpoint(model, checkpoint, trusted)
+        return
+    from mmengine.runner import load_checkpoint
+
+    from mmkd.utils.checkpoint import set_checkpoint_role
+    if '://' not in checkpoint:
+        set_checkpoint_role(checkpoint, f'{role} checkpoint (pretrained=)')
+    load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
 
 
 def _build_in_scope(cfg: dict, scope: Optional[str], role: str) -> nn.Module:

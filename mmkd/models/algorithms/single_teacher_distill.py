@@ -157,7 +157,7 @@ class SingleTeacherDistill(BaseModel):
         pretrained = isinstance(cfg, dict) and cfg.get('pretrained') not in (None, False)
         if not self.load_teacher and pretrained:
             cfg = dict(cfg, pretrained=False)  # no download: the weights come later
-        teacher = build_model_from_cfg(cfg, 'teacher')
+        teacher = build_model_from_cfg(cfg, 'teacher', trusted)
         if self.load_teacher and ckpt is not None:
             load_teacher_checkpoint(teacher, ckpt, trusted)
         elif self.load_teacher and not pretrained and not isinstance(cfg, nn.Module):
