@@ -1,5 +1,6 @@
 """tools/list_taps.py on stock mmpretrain, mmdet and mmseg configs and on a distillation
-config: the stages and blocks with the shapes mmkd's recorders record, and the connectors."""
+config: the stages and blocks with the shapes mmkd's recorders record, the connectors, and the
+neck and head outputs (FPN levels, per-level logits) that dense methods tap."""
 import re
 
 import pytest
@@ -7,11 +8,14 @@ import torch
 from mmengine.config import Config
 
 from helpers import config_path, run_tool, tiny_classifier
-from mmkd.apis.taps import connectors_needed, discover_taps, load_models, pair_stages
+from mmkd.apis.taps import (connectors_needed, discover_taps, load_models, output_taps,
+                            pair_stages)
+from mmkd.models.data_samples import dummy_data_samples
 from mmkd.models.recorders import RecorderManager
 from mmkd.utils.errors import ConfigError
 
 RESNET18 = 'mmpretrain::resnet/resnet18_8xb32_in1k.py'
+FASTER_RCNN_R18 = 'mmdet::faster_rcnn/faster-rcnn_r18_fpn_8xb8-amp-lsj-200e_coco.py'
 
 
 def list_taps(argv, capsys):
@@ -26,6 +30,17 @@ def rows(out):
         match = re.match(r'\s+(\S+)\s+(stage|block)\s+(\([\d, ]+\))\s*(.*)$', line)
         if match:
             found[match[1]] = (match[2], eval_shape(match[3]), match[4])
+    return found
+
+
+def output_rows(out):
+    """output position -> (module, data_idx, shape) of the printed neck and head outputs."""
+    found = {}
+    for line in out.splitlines():
+        match = re.match(r'\s+(\w+(?:\[\d+\])*)\s+(\S+)\s+(-|\d+)\s+(\([\d, ]+\))', line)
+        if match:
+            found[match[1]] = (match[2], None if match[3] == '-' else int(match[3]),
+                               eval_shape(match[4]))
     return found
 
 
@@ -119,3 +134,69 @@ def test_stock_detector_and_segmentor(config, expected, capsys):
         assert taps[name][1] == shape
     if 'retinanet' in config:  # the head's convs run once per pyramid level
         assert 'runs 5 times' in taps['bbox_head.cls_convs.0'][2]
+
+
+def test_segmentor_lists_the_decode_head_logits(capsys):
+    out = list_taps(['mmseg::pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py',
+                     '--input-shape', 3, 64, 64], capsys)
+    assert output_rows(out)['decode_head'] == ('decode_head.conv_seg', None, (1, 19, 8, 8))
+    assert re.search(r'auxiliary_head\s+-\s+-\s+-\s+does not run in tensor mode', out)
+
+
+def recorded_through(model, taps, inputs):
+    """What ModuleOutputs records for each listed (module, data_idx), in one forward pass."""
+    manager = RecorderManager({f'{tap.source}#{tap.data_idx}': dict(
+        type='ModuleOutputs', source=tap.source) for tap in taps})
+    manager.prepare(model, 'model')
+    with torch.no_grad(), manager.recording():
+        output = model(inputs, dummy_data_samples(model, inputs), mode='tensor')
+    recorded = [manager.get_record_data(f'{tap.source}#{tap.data_idx}', tap.data_idx)
+                for tap in taps]
+    manager.remove()
+    return output, recorded
+
+
+def test_gfl_head_logits_of_every_level_are_one_shared_conv_called_per_level():
+    """configs/cwd/cwd_gfl_r101_r50_fpn_1x_coco.py taps `bbox_head.gfl_cls` at data_idx 0..4:
+    the listed taps record exactly the head's outputs of the five levels."""
+    model = load_models('mmdet::gfl/gfl_r50_fpn_1x_coco.py')['model'].eval()
+    parts = output_taps(model, (3, 64, 64))
+    assert [(t.source, t.data_idx) for t in parts['neck'].tensors] == [
+        (f'neck.fpn_convs.{level}', None) for level in range(5)]
+    cls = [t for t in parts['bbox_head'].tensors if t.index.startswith('[0]')]
+    assert [(t.source, t.data_idx, t.shape) for t in cls] == [
+        ('bbox_head.gfl_cls', level, (1, 80, max(8 // 2 ** level, 1), max(8 // 2 ** level, 1)))
+        for level in range(5)]
+    assert parts['bbox_head'].tap == dict(student='bbox_head.forward', recorder='MethodOutputs')
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    (cls_scores, bbox_preds), recorded = recorded_through(model, parts['bbox_head'].tensors, x)
+    for got, expected in zip(recorded, [*cls_scores, *bbox_preds]):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_faster_rcnn_runs_its_rpn_and_roi_head_on_image_metainfo(capsys):
+    """The two-stage detector's tensor mode turns the RPN outputs into proposals, which needs
+    each image's size: the dummy batch gets the data samples of a real run."""
+    out = list_taps([FASTER_RCNN_R18, '--input-shape', 3, 64, 64], capsys)
+    assert rows(out)['backbone.layer4'] == ('stage', (512, 2, 2), 'PreReLU')
+    outputs = output_rows(out)
+    for level in range(4):
+        size = 16 // 2 ** level
+        assert outputs[f'neck[{level}]'] == (f'neck.fpn_convs.{level}', None, (1, 256, size, size))
+        assert outputs[f'rpn_head[0][{level}]'] == ('rpn_head.rpn_cls', level, (1, 3, size, size))
+    assert outputs['neck[4]'] == ('-', None, (1, 256, 1, 1))  # P6: a max-pool, no module
+    assert re.search(r"neck\[4\].*computed by a function, not a module: tap 'neck'", out)
+    module, data_idx, (regions, classes) = outputs['roi_head[0]']
+    assert (module, data_idx, classes) == ('roi_head.bbox_head.fc_cls', None, 81)
+    assert f'{regions} regions (proposals of this input), not images' in out
+
+    model = load_models(FASTER_RCNN_R18)['model'].eval()
+    parts = output_taps(model, (3, 64, 64))
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    taps = [t for part in ('rpn_head', 'roi_head') for t in parts[part].tensors]
+    (roi_outs,), recorded = recorded_through(model, taps, x)
+    with torch.no_grad():
+        rpn_outs = model.rpn_head(model.extract_feat(x))
+    for got, expected in zip(recorded, [*rpn_outs[0], *rpn_outs[1], *roi_outs]):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert parts['roi_head'].tensors[0].shape == tuple(roi_outs[0].shape)

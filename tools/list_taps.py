@@ -11,9 +11,9 @@ without pretrained weights and run once on a random input; nothing is downloaded
 """
 import argparse
 
-from mmkd.apis.taps import (default_input_shape, discover_taps, format_pairs,
-                            format_tap_pairs_cfg, format_taps, load_models, module_outputs,
-                            pair_stages)
+from mmkd.apis.taps import (default_input_shape, discover_taps, format_output_taps,
+                            format_pairs, format_tap_pairs_cfg, format_taps, load_models,
+                            module_outputs, output_taps, pair_stages)
 from mmkd.utils import register_all_modules
 from mmkd.utils.cli import add_debug_argument, run_cli
 from mmkd.utils.errors import ConfigError
@@ -52,6 +52,12 @@ def main() -> None:
         print(f'\n{role}: {type(model).__module__}.{type(model).__name__}, dummy input '
               f'(1, {", ".join(map(str, shape))}); candidate pre-ReLU taps:')
         print(format_taps(taps[role]))
+        outputs = output_taps(model, shape)
+        if outputs:
+            print(f'\n{role}: neck and head outputs, the taps of dense methods (recorder '
+                  "'ModuleOutputs', the default; data_idx picks the call of a module that runs "
+                  'once per pyramid level):')
+            print(format_output_taps(outputs))
         if args.modules:
             print(f'\n{role}: modules matching {args.modules!r} (for ModuleOutputs):')
             for name, shapes, calls in module_outputs(model, shape, args.modules):

@@ -18,8 +18,10 @@ import torch.nn as nn
 from mmengine.model import BaseModel
 
 from mmkd.models.builder import build_model_from_cfg, read_config, strip_pretrained_init
+from mmkd.models.data_samples import dummy_data_samples
 from mmkd.utils.errors import ConfigTypeError, NameNotFoundError
-from mmkd.models.recorders import (ModuleOutputsRecorder, PreReLURecorder, RecorderManager)
+from mmkd.models.recorders import (MethodOutputsRecorder, ModuleOutputsRecorder, PreReLURecorder,
+                                   RecordedTensorChanged, RecorderManager)
 
 Shape = Tuple[int, ...]
 ACTIVATIONS = ('ReLU', 'ReLU6')
@@ -119,9 +121,10 @@ def default_input_shape(config: str) -> Shape:
 
 
 def run_model(model: nn.Module, inputs: torch.Tensor) -> Any:
-    """One forward pass of ``model`` on a dummy batch (``tensor`` mode for OpenMMLab models)."""
+    """One forward pass of ``model`` on a dummy batch (``tensor`` mode for OpenMMLab models,
+    with the data samples of :func:`dummy_data_samples`)."""
     if isinstance(model, BaseModel):
-        return model(inputs, None, mode='tensor')
+        return model(inputs, dummy_data_samples(model, inputs), mode='tensor')
     return model(inputs)
 
 
@@ -329,6 +332,156 @@ def module_outputs(model: nn.Module, input_shape: Sequence[int],
         model.train(was_training)
 
 
+# -- outputs of the neck and the heads ------------------------------------------------------
+#: Children of a model that are not listed among the neck and head outputs.
+NOT_OUTPUT_PARTS = ('data_preprocessor', 'backbone')
+
+
+@dataclass
+class OutputTap:
+    """One tensor of a neck's or a head's output and the module call that produces it: the
+    taps of dense methods (an FPN level, a head's logits at one level).
+
+    Attributes:
+        part: The child of the model, e.g. ``'neck'``, ``'bbox_head'``, ``'decode_head'``.
+        index: Position of the tensor in the part's output, e.g. ``'[0][2]'`` (classification
+            scores of the third level); ``''`` when the output is one tensor.
+        source: The outermost module inside the part whose output is this tensor, e.g.
+            ``'bbox_head.gfl_cls'``; ``None`` when a function computes it (Faster R-CNN's P6 is
+            a max-pool of P5 inside ``FPN.forward``).
+        data_idx: Which call of ``source`` produces it when ``source`` runs several times per
+            forward pass (a head conv shared by the pyramid levels), else ``None``.
+        shape: Shape of the tensor, first dimension included: the batch, or the number of
+            regions after RoI pooling.
+    """
+    part: str
+    index: str
+    source: Optional[str]
+    data_idx: Optional[int]
+    shape: Shape
+
+    @property
+    def tap(self) -> Optional[dict]:
+        """The keys of a tap pair that record this tensor (``recorder='ModuleOutputs'`` is the
+        default), or ``None`` when no module produces it alone."""
+        if self.source is None:
+            return None
+        return dict(student=self.source) if self.data_idx is None else \
+            dict(student=self.source, data_idx=self.data_idx)
+
+
+def _indexed_tensors(value: Any, index: str = '') -> Iterator[Tuple[str, torch.Tensor]]:
+    """(position, tensor) for every tensor of a nested tuple/list/dict output."""
+    if isinstance(value, torch.Tensor):
+        yield index, value
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _indexed_tensors(item, f'{index}[{i}]')
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _indexed_tensors(item, f'{index}[{key!r}]')
+
+
+def _producers(recorders: Dict[str, ModuleOutputsRecorder]) -> Dict[int, Tuple[str, int]]:
+    """``id`` of every recorded tensor -> (the outermost module that returned it, its call).
+
+    ``recorders`` are in ``named_modules`` order (a module before its children), so the first
+    module seen returning a tensor is the outermost one. A tensor modified in place after a
+    module returned it (e.g. by an inplace ReLU that follows) is not that module's output."""
+    found: Dict[int, Tuple[str, int]] = {}
+    for name, recorder in recorders.items():
+        for call in range(recorder.num_records):
+            try:
+                value = recorder.get_record_data(call)
+            except RecordedTensorChanged:
+                continue
+            if isinstance(value, torch.Tensor):
+                found.setdefault(id(value), (name, call))
+    return found
+
+
+@dataclass
+class PartOutputs:
+    """What one part of a model (its neck, a head) returns in ``tensor`` mode.
+
+    Attributes:
+        part: The child of the model, e.g. ``'neck'``.
+        called: Whether the model calls the part as a module (``self.neck(x)``), so that
+            ``ModuleOutputs`` on the part records its whole output; mmdet and mmseg call their
+            heads' ``forward`` method directly, which only ``MethodOutputs`` on
+            ``'<part>.forward'`` records.
+        tensors: Every tensor of the output, in order.
+    """
+    part: str
+    called: bool
+    tensors: List[OutputTap]
+
+    @property
+    def tap(self) -> dict:
+        """The keys of a tap pair that record the whole output (e.g. every pyramid level)."""
+        if self.called:
+            return dict(student=self.part)
+        return dict(student=f'{self.part}.forward', recorder='MethodOutputs')
+
+
+def output_taps(model: nn.Module, input_shape: Sequence[int]
+                ) -> Dict[str, Optional[PartOutputs]]:
+    """The tensors that the neck and the heads of ``model`` return in ``tensor`` mode, each
+    with the module call that produces it.
+
+    A detector's neck gives one tensor per pyramid level (``neck.fpn_convs.<i>``), its head the
+    classification and box outputs of every level (a conv shared by the levels, such as GFL's
+    ``bbox_head.gfl_cls``, produces level ``i`` at call ``i``: ``data_idx=i``); a segmentor's
+    decode head gives its logits (``decode_head.conv_seg``). Each tensor is matched by identity
+    with what the modules of the part returned, recorded by
+    :class:`~mmkd.models.recorders.ModuleOutputsRecorder` on the real model; the part's own
+    output by :class:`~mmkd.models.recorders.MethodOutputsRecorder` on its ``forward``.
+
+    Args:
+        model: The model (evaluation mode is used, then restored).
+        input_shape: (C, H, W) of the dummy input (a batch of one).
+
+    Returns:
+        dict: For every child of the model but its backbone and data preprocessor, in model
+        order, its output (its first call); ``None`` for a part that does not run in ``tensor``
+        mode (mmseg's auxiliary head).
+    """
+    parts = [name for name, _ in model.named_children() if name not in NOT_OUTPUT_PARTS]
+    modules = {f'{part}.{name}' if name else part: ModuleOutputsRecorder(
+        f'{part}.{name}' if name else part, clone=False)
+        for part in parts for name, _ in model.get_submodule(part).named_modules()}
+    forwards = {part: MethodOutputsRecorder(f'{part}.forward', clone=False) for part in parts}
+    manager = RecorderManager({**modules, **{f'{part}#forward': recorder
+                                             for part, recorder in forwards.items()}})
+    inputs = torch.randn(1, *input_shape, generator=torch.Generator().manual_seed(0))
+    was_training = model.training
+    model.eval()
+    try:
+        manager.prepare(model, 'model')
+        with torch.no_grad(), manager.recording():
+            run_model(model, inputs)
+        producers = _producers({name: recorder for name, recorder in modules.items()
+                                if name not in parts})
+        return {part: _part_outputs(part, forwards[part], modules, producers) for part in parts}
+    finally:
+        manager.remove()
+        model.train(was_training)
+
+
+def _part_outputs(part: str, forward: MethodOutputsRecorder,
+                  modules: Dict[str, ModuleOutputsRecorder],
+                  producers: Dict[int, Tuple[str, int]]) -> Optional[PartOutputs]:
+    if not forward.num_records:
+        return None
+    tensors = []
+    for index, tensor in _indexed_tensors(forward.get_record_data(0)):
+        source, call = producers.get(id(tensor), (None, 0))
+        several = source is not None and modules[source].num_records > 1
+        tensors.append(OutputTap(part, index, source, call if several else None,
+                                 tuple(tensor.shape)))
+    return PartOutputs(part, modules[part].num_records > 0, tensors)
+
+
 # -- printing -------------------------------------------------------------------------------
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], indent: str = '  ') -> str:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
@@ -389,3 +542,35 @@ def format_tap_pairs_cfg(pairs: Sequence[TapPair], loss: str = 'FitNetsLoss') ->
         fields.append(f"loss=dict(type='{loss}')")
         lines.append(f'    dict({", ".join(fields)}),')
     return '\n'.join(lines + [']'])
+
+
+def format_output_taps(outputs: Dict[str, Optional[PartOutputs]]) -> str:
+    """The neck and head outputs as a table: which module call to tap for each tensor."""
+    rows = []
+    for part, found in outputs.items():
+        if found is None:
+            rows.append([part, '-', '-', '-', 'does not run in tensor mode'])
+            continue
+        if len(found.tensors) > 1:
+            whole = found.tap
+            note = 'the whole output' + ("; recorder='MethodOutputs'" if not found.called
+                                         else '')
+            rows.append([part, whole['student'], '-', f'{len(found.tensors)} tensors', note])
+        for tap in found.tensors:
+            notes = [] if tap.source is not None else [
+                f"computed by a function, not a module: tap {found.tap['student']!r}"]
+            if tap.shape and tap.shape[0] != 1:  # the dummy batch holds one image
+                notes.append(f'{tap.shape[0]} regions (proposals of this input), not images')
+            note = '; '.join(notes)
+            rows.append([part + tap.index, tap.source or '-',
+                         '-' if tap.data_idx is None else str(tap.data_idx), str(tap.shape),
+                         note])
+    table = _table(['output', 'module', 'data_idx', 'shape (N, ...)', 'note'], rows)
+    example = next((tap for found in outputs.values() if found is not None
+                    for tap in found.tensors if tap.data_idx is not None), None) or next(
+        (tap for found in outputs.values() if found is not None
+         for tap in found.tensors if tap.source is not None), None)
+    if example is None:
+        return table
+    keys = ', '.join(f'{key}={value!r}' for key, value in example.tap.items())
+    return f"{table}\n  as a tap pair: dict(name='...', {keys}, loss=dict(type=...))"

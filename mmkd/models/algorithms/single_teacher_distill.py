@@ -11,6 +11,7 @@ from mmkd.registry import MODELS, build_component
 from mmkd.utils.errors import ConfigError, ConfigRuntimeError, find_user_error
 from ..builder import build_model_from_cfg, merge_dicts
 from ..connectors.base_connector import connector_dry_run
+from ..data_samples import dummy_data_samples
 from .teacher import (NORM_MODES, freeze, load_teacher_checkpoint, set_teacher_mode,
                       use_batch_statistics_without_updates)
 
@@ -174,14 +175,16 @@ class SingleTeacherDistill(BaseModel):
         return torch.randn((2, *self._dry_run_shape), generator=generator).to(device)
 
     def _run_teacher_for_dry_run(self) -> None:
+        inputs = self._dry_input()
         with torch.no_grad(), self.distiller.teacher_recorders.recording(
                 ignore_errors_after_complete=True):
-            self.teacher(self._dry_input(), None, mode='tensor')
+            self.teacher(inputs, dummy_data_samples(self.teacher, inputs), mode='tensor')
 
     def _run_student_for_dry_run(self) -> None:
+        inputs = self._dry_input()
         with torch.no_grad(), self.distiller.student_recorders.recording(
                 ignore_errors_after_complete=True):
-            self.student(self._dry_input(), None, mode='tensor')
+            self.student(inputs, dummy_data_samples(self.student, inputs), mode='tensor')
 
     def _run_model_for_dry_run(self, role: str, run: Callable[[], None]) -> None:
         """Run the teacher or the student on the dry-run input; an error of the model's own
