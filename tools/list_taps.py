@@ -7,7 +7,17 @@ CONFIG is a distillation config (its student and teacher are listed, and their s
 paired with the connector each pair needs) or a plain model config, also one that ships with a
 package: ``mmpretrain::resnet/resnet18_8xb32_in1k.py``,
 ``mmdet::retinanet/retinanet_r50_fpn_1x_coco.py``, ``mmseg::pspnet/...``. Models are built
-without pretrained weights and run once on a random input; nothing is downloaded.
+without pretrained weights and run once in ``tensor`` mode on a random input (detectors and
+segmentors with the image metainfo of a real run); nothing is downloaded.
+
+For each model it prints:
+
+- the candidate pre-ReLU taps (stages and blocks, for feature methods such as FitNets, OFD);
+- the neck and head outputs, the taps of dense methods (CWD, PKD, DIST on logits): every tensor
+  the neck and each head return, with the module call that produces it — ``neck.fpn_convs.<i>``
+  per FPN level, a head conv shared by the levels once per level with its ``data_idx``
+  (``bbox_head.gfl_cls`` at 0..4), ``decode_head.conv_seg``, ``head.fc`` — and its shape;
+- with ``--modules``, every module matching PATTERN with its output shapes and call count.
 """
 import argparse
 
@@ -20,7 +30,8 @@ from mmkd.utils.errors import ConfigError
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='List the pre-ReLU taps of a config\'s models')
+    parser = argparse.ArgumentParser(
+        description='List the pre-ReLU taps and the neck and head outputs of a config\'s models')
     parser.add_argument('config', help='config file or package::path.py')
     parser.add_argument('--input-shape', nargs=3, type=int, metavar=('C', 'H', 'W'),
                         help='dummy input shape (default: the distillation config\'s '
