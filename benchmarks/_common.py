@@ -25,7 +25,6 @@ import os.path as osp
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -51,6 +50,9 @@ from mmkd.models.recorders import (FunctionOutputsRecorder,  # noqa: E402
 from mmkd.registry import MODELS  # noqa: E402
 from mmkd.utils import register_all_modules  # noqa: E402
 from mmkd.utils.misc import get_submodule  # noqa: E402
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from _source import source_commit  # noqa: E402
 
 #: The optimizer of every step timed here (mmpretrain's ImageNet ResNet setting).
 OPTIMIZER = dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=1e-4)
@@ -95,21 +97,11 @@ def machine_info(device: torch.device, amp: bool) -> str:
         where += f', GPU {torch.cuda.get_device_name(device)}'
     return (f'{where}; torch {torch.__version__}, {torch.get_num_threads()} threads, '
             f'device {device}, amp {amp}, clock {_clock_name()}, load(1 min) {load_1min():.2f}; '
-            f'mmkd {git_state()}')
+            f'mmkd {source_commit()}')
 
 
 def _clock_name() -> str:
     return next(name for name, clock in CLOCKS.items() if clock is _clock)
-
-
-def git_state() -> str:
-    """The commit of the repository, and whether mmkd/ or configs/ differ from it."""
-    def git(*args: str) -> str:
-        done = subprocess.run(['git', '-C', REPO, *args], capture_output=True, text=True)
-        return done.stdout.strip() if done.returncode == 0 else ''
-    commit = git('rev-parse', '--short', 'HEAD') or 'unknown commit'
-    dirty = git('status', '--porcelain', '--', 'mmkd', 'configs')
-    return commit + (' + uncommitted changes in mmkd/ or configs/' if dirty else '')
 
 
 def synchronize(device: torch.device) -> None:
@@ -385,6 +377,34 @@ def save_random_checkpoint(model_cfg: dict, path: str, seed: int = 0) -> str:
     """Save the weights of :func:`random_teacher` to ``path``; returns ``path``."""
     torch.save({'state_dict': random_teacher(model_cfg, seed).state_dict()}, path)
     return path
+
+
+def calibrate_teacher_bn(algorithm: nn.Module, data: dict) -> None:
+    """Give the random teacher of ``algorithm`` the running BN statistics of a preprocessed
+    batch ``data``, as a trained teacher's fit its data.
+
+    With eval-mode BN and the statistics of a fresh network (mean 0, variance 1), activations
+    grow through every residual block of a random deep network: RetinaNet R-101's stage 3
+    reaches ~1.5e6 at 256 px, its OFD losses ~1e11, and the student trained on them holds
+    inf/NaN after two SGD steps (float16 overflows in the teacher's forward at once). A step
+    would then be timed on numbers no training sees. A teacher in ``teacher_norm_mode='train'``
+    normalises with batch statistics: left alone.
+    """
+    from torch.nn.modules.batchnorm import _BatchNorm
+    if getattr(algorithm, 'teacher_norm_mode', 'eval') == 'train':
+        return
+    norms = [m for m in algorithm.teacher.modules()
+             if isinstance(m, _BatchNorm) and m.track_running_stats]
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a plain average over the calls
+        norm.train()
+    with torch.no_grad():
+        algorithm.teacher(data['inputs'], data['data_samples'], mode='tensor')
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    algorithm.train()  # the teacher back in its norm mode
 
 
 #: The build-time dry run (on the CPU, before the model moves to its device) runs at the input

@@ -21,7 +21,10 @@ and the memory beyond the connectors' and losses' own, ``(mem(c) - mem(a) - mem(
 (mem(a) + mem(b))`` (peaks of separate calls do not add up, so this is an upper bound).
 
 Teachers are random weights saved to a temporary checkpoint (timing does not depend on the
-values); pass ``--teacher-ckpt`` to use a trained one for a single config.
+values), whose BN layers then get the running statistics of the first batch (``_common.py``,
+``calibrate_teacher_bn``: without them a random R-101's features grow to ~1e6 and the student
+diverges to NaN within two steps); pass ``--teacher-ckpt`` to use a trained one for a single
+config.
 
 Usage::
 
@@ -162,12 +165,14 @@ def run_config(name: str, config: str, size: C.Size, batch_size: int, rounds: in
         ckpt = args.teacher_ckpt or C.save_random_checkpoint(
             model_cfg['teacher'], osp.join(tmp, 'teacher.pth'))
         algorithm = C.build_mmkd_algorithm(model_cfg, ckpt, size, device)
+    task = C.task_of(algorithm.student)
+    batches = [C.make_batch(task, batch_size, size, C.num_classes_of(algorithm.student, task),
+                            seed) for seed in range(args.num_batches)]
+    preprocessed = [algorithm.data_preprocessor(copy.deepcopy(b), True) for b in batches]
+    if not args.teacher_ckpt:  # a random teacher: BN statistics of the data, as if trained
+        C.calibrate_teacher_bn(algorithm, preprocessed[0])
     student = C.plain_student(model_cfg, algorithm)
     teacher = C.plain_teacher(model_cfg, algorithm)
-    task = C.task_of(student)
-    batches = [C.make_batch(task, batch_size, size, C.num_classes_of(student, task), seed)
-               for seed in range(args.num_batches)]
-    preprocessed = [algorithm.data_preprocessor(copy.deepcopy(b), True) for b in batches]
     stop_at = C.last_tap_point(teacher, algorithm, preprocessed[0]['inputs'],
                                preprocessed[0]['data_samples'])
     print('(b) stops the teacher ' + (f'{"before" if stop_at[1] == "pre" else "after"} '

@@ -27,8 +27,9 @@ mmrazor-1.0.0-py2.py3-none-any.whl``) and pass ``--mmrazor-dir DIR --no-install`
 (``tools/gpu_run.sh`` does).
 
 Pairs (models built once from stock configs by the same code and handed to both toolboxes, the
-same random-weight teacher checkpoint, the same optimizer, teacher BN in eval mode in both,
-which is MMRazor's default):
+same random-weight teacher checkpoint, its BN running statistics taken from the first batch
+(``_common.calibrate_teacher_bn``), the same optimizer, teacher BN in eval mode in both, which is
+MMRazor's default):
 
 - ``cls``: mmpretrain ResNet-50 -> ResNet-18, 64 px, batch 16 (the issue's anchor);
 - ``det``: mmdet RetinaNet R-101 -> R-50, taps on the four backbone stages, 256 px, batch 2.
@@ -157,20 +158,32 @@ def import_mmrazor(target: str) -> types.ModuleType:
     return mmrazor
 
 
+#: MMRazor folder -> what :func:`prepare_mmrazor` found there, in this process.
+_prepared: Dict[str, List[str]] = {}
+
+
 def prepare_mmrazor(target: str, install: bool = True) -> types.ModuleType:
     """Install (if ``install``), report the stock import's failure, import with the
-    placeholder."""
+    placeholder. Done once per process and folder (``tools/gpu_check.py`` calls :func:`main`
+    once per pair; the stock import's check is a subprocess of several seconds): later calls
+    print the same findings again."""
+    if target in _prepared:
+        print('\n'.join(_prepared[target]))
+        return sys.modules['mmrazor']
     install_mmrazor(target, install)
     error = stock_import_error(target)
-    print(f'MMRazor 1.0.0 as released: {error or "imports"}')
+    found = [f'MMRazor 1.0.0 as released: {error or "imports"}']
     missing = removed_torch_names()
     if missing:
-        print(f'private torch names it imports that torch {torch.__version__} lacks: {missing}')
+        found.append(f'private torch names it imports that torch {torch.__version__} lacks: '
+                     f'{missing}')
     mmrazor = import_mmrazor(target)
     from mmrazor.registry import MODELS
     names = ('SingleTeacherDistill', 'OverhaulFeatureDistillation', 'OFDLoss', 'L2Loss')
-    print(f'with {QUANTIZATION} replaced by a placeholder: '
-          + ', '.join(f'{n} {"registered" if MODELS.get(n) else "MISSING"}' for n in names))
+    found.append(f'with {QUANTIZATION} replaced by a placeholder: ' + ', '.join(
+        f'{n} {"registered" if MODELS.get(n) else "MISSING"}' for n in names))
+    print('\n'.join(found))
+    _prepared[target] = found
     return mmrazor
 
 
@@ -263,12 +276,15 @@ def run_pair(pair: str, args: argparse.Namespace, device: torch.device,
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = C.save_random_checkpoint(model_cfg['teacher'], osp.join(tmp, 'teacher.pth'))
         mmkd = C.build_mmkd_algorithm(model_cfg, ckpt, size, device)
+        task = C.task_of(mmkd.student)
+        batches = [C.make_batch(task, batch_size, size, C.num_classes_of(mmkd.student, task),
+                                seed) for seed in range(args.num_batches)]
+        preprocessed = [mmkd.data_preprocessor(copy.deepcopy(b), True) for b in batches]
+        # BN statistics of the data, as a trained teacher's; MMRazor loads the same teacher
+        C.calibrate_teacher_bn(mmkd, preprocessed[0])
+        torch.save({'state_dict': mmkd.teacher.state_dict()}, ckpt)
         razor = build_mmrazor_algorithm(method, model_cfg, ckpt, device) if mmrazor_ok else None
     student, teacher = C.plain_student(model_cfg, mmkd), C.plain_teacher(model_cfg, mmkd)
-    task = C.task_of(student)
-    batches = [C.make_batch(task, batch_size, size, C.num_classes_of(student, task), seed)
-               for seed in range(args.num_batches)]
-    preprocessed = [mmkd.data_preprocessor(copy.deepcopy(b), True) for b in batches]
     stop_at = C.last_tap_point(teacher, mmkd, preprocessed[0]['inputs'],
                                preprocessed[0]['data_samples'])
     steps = dict(

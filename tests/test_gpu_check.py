@@ -6,6 +6,7 @@ import os.path as osp
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from helpers import REPO, save_checkpoint_of, tiny_classifier
@@ -36,6 +37,10 @@ def test_quick_cpu_mode_runs_every_section_and_its_checks_pass(tmp_path):
     assert [section_result(report, name) for name in G.SECTIONS] == ['passed'] * 6
     assert 'mmkd | imports from' in report
     assert report.count('| nms IoU') == 3 and report.count('| roi_align') == 2
+    # mmkd's shim: bfloat16 under CPU autocast gives the float32 op's result
+    assert report.count('| bfloat16 autocast: ') == 2
+    assert all(line.endswith('| ok |') for line in report.splitlines()
+               if line.startswith('| bfloat16 autocast: '))
     # train: each quick config in fp32 and bfloat16 autocast, all four checks ok
     rows = [line for line in report.splitlines() if line.endswith(' build) |')]
     names = {osp.relpath(config, 'configs') for config in G.QUICK.configs}
@@ -92,3 +97,64 @@ def test_train_checks_catch_a_teacher_running_past_its_last_tap_or_taking_gradie
     assert 'head.fc' in runs[False]['after_called']
     assert runs[False]['teacher_grads'] == ['head.fc.weight']
     assert all(run['moved'] > 0 and len(run['losses']) == 2 for run in runs.values())
+
+
+def test_every_section_gets_its_floor_and_the_rest_is_shared():
+    full = G.section_budgets(G.FULL, G.SECTIONS)
+    assert full == {name: G.FULL.budgets[name] for name in G.SECTIONS}
+    assert G.section_budgets(G.FULL, G.SECTIONS, sum(full.values())) == pytest.approx(full)
+    # a second run of three sections in 140 s (as on the H200): versions keeps its 30 s
+    three = G.section_budgets(G.FULL, ['versions', 'overhead', 'mmrazor'], 140)
+    assert three['versions'] == G.FULL.floors['versions'] == 30
+    assert sum(three.values()) == pytest.approx(140)
+    assert all(three[name] >= G.FULL.floors[name] for name in three)
+    # less than the floors: each gets its floor, the run's end cuts the last ones
+    assert G.section_budgets(G.FULL, G.SECTIONS, 60) == G.FULL.floors
+
+
+def mmcv_focal_kernel(logits, target, gamma: float, alpha: float):
+    """The arithmetic of mmcv 2.1's sigmoid focal loss CUDA kernels (forward and backward,
+    ``sigmoid_focal_loss_cuda_kernel.cuh``), transcribed to float32 torch ops."""
+    one_hot = torch.nn.functional.one_hot(target, logits.size(1) + 1)[:, :-1].float()
+    p = 1 / (1 + torch.exp(-logits.float()))
+    tiny = torch.finfo(torch.float32).tiny  # FLT_MIN
+    log_p, log_q = torch.log(p.clamp(min=tiny)), torch.log((1 - p).clamp(min=tiny))
+    loss = (-one_hot * alpha * (1 - p).pow(gamma) * log_p
+            - (1 - one_hot) * (1 - alpha) * p.pow(gamma) * log_q)
+    grad = (-one_hot * alpha * (1 - p).pow(gamma) * (1 - p - gamma * p * log_p)
+            - (1 - one_hot) * (1 - alpha) * p.pow(gamma) * (gamma * (1 - p) * log_q - p))
+    return loss, grad
+
+
+def test_focal_loss_check_passes_mmcv_s_float32_arithmetic_and_catches_a_wrong_kernel():
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn((512, 80), generator=generator) * 3  # as the ops section draws them
+    target = torch.randint(0, 81, (512, ), generator=generator)
+    loss_diff, grad_diff, ratio = G.focal_loss_agreement(
+        *mmcv_focal_kernel(logits, target, 2.0, 0.25), logits, target, 2.0, 0.25)
+    # the cancellation in 1 - p: 1.9e-3 here, as mmcv's CUDA kernel gave on an H200
+    assert 1e-3 < loss_diff < 3e-3 and grad_diff < 1e-6 and ratio <= 1
+    wrong = {'alpha swapped': mmcv_focal_kernel(logits, target, 2.0, 0.75),
+             'gamma 1': mmcv_focal_kernel(logits, target, 1.0, 0.25),
+             'next class': mmcv_focal_kernel(logits, (target + 1) % 81, 2.0, 0.25),
+             'float32 sign flipped': tuple(-v for v in mmcv_focal_kernel(logits, target, 2.0,
+                                                                         0.25))}
+    for name, (loss, grad) in wrong.items():
+        assert G.focal_loss_agreement(loss, grad, logits, target, 2.0, 0.25)[2] > 1e3, name
+
+
+def test_the_commit_comes_from_mmkd_commit_then_the_snapshot_file_then_git(tmp_path,
+                                                                          monkeypatch):
+    source = G.benchmark_module('_source')
+    monkeypatch.setenv('MMKD_COMMIT', 'abc1234')
+    assert source.source_commit() == 'abc1234 (MMKD_COMMIT)'
+    monkeypatch.delenv('MMKD_COMMIT')
+    git = source.source_commit()
+    head = subprocess.run(['git', '-C', REPO, 'rev-parse', '--short', 'HEAD'],
+                          capture_output=True, text=True).stdout.strip()
+    assert git.split()[0] == head
+    # a snapshot without its .git (git archive): the file written next to the code
+    monkeypatch.setattr(source, 'REPO', str(tmp_path))
+    assert source.source_commit() == 'unknown commit'
+    (tmp_path / '.mmkd-commit').write_text('def5678\n')
+    assert source.source_commit() == 'def5678 (.mmkd-commit)'

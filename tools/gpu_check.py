@@ -1,17 +1,20 @@
 """Check mmkd on a machine with NVIDIA GPUs in one command, and write the findings as markdown.
 
-    python tools/gpu_check.py --out work_dirs/gpu_check/gpu_check.md      # CUDA, budget 270 s
+    python tools/gpu_check.py --out work_dirs/gpu_check/gpu_check.md      # CUDA, budget 330 s
     python tools/gpu_check.py --device cpu --quick --out /tmp/report.md  # CI: test_gpu_check.py
 
-Sections, in this order, each in a process of its own with a time budget (``--budget`` scales
-them; time a section leaves unused goes to the next). A section that fails a check, crashes or
+Sections, in this order, each in a process of its own with a time budget (``--budget`` sets the
+total: each section gets its floor and a share of the rest; time a section leaves unused goes
+to the next, and the last one gets all that is left). A section that fails a check, crashes or
 runs out of time is recorded with the tail of its output, and the next section runs. The report
 is rewritten every few seconds while a section runs, so a run killed from outside leaves what
-it had; the sections' output goes to the log beside it (``--log``).
+it had; the sections' output goes to the log beside it (``--log``). The report names the
+commit under test (``benchmarks/_source.py``: ``MMKD_COMMIT``, ``.mmkd-commit`` or git).
 
 ``versions``
-    Python, torch, CUDA, the GPUs, driver and nvcc, the OpenMMLab packages, what mmcv's ops were
-    compiled with (CUDA version, GPU archs), and whether mmkd imports.
+    Python, torch, CUDA, the GPUs, driver and nvcc, the OpenMMLab packages (versions and where
+    they are, not imported: it stays cheap), what mmcv's ops were compiled with (CUDA version,
+    GPU archs), and whether mmkd imports.
 ``ops``
     mmcv's CUDA ops against its CPU ops: ``nms`` at IoU 0.3/0.5/0.7 (and against torchvision),
     ``sigmoid_focal_loss`` against its formula (values and gradients; it has no CPU op),
@@ -24,7 +27,7 @@ it had; the sections' output goes to the log beside it (``--log``).
     bfloat16 autocast): the losses are finite, the teacher's modules after its last tap never
     run (forward calls counted with hooks), no teacher parameter gets a gradient, the
     student's parameters move. The random teacher gets the running BN statistics of the
-    synthetic batch first (see :func:`calibrate_teacher_bn`).
+    synthetic batch first (``benchmarks/_common.py``, ``calibrate_teacher_bn``).
 ``ddp``
     ``tools/dist_train.sh`` (torchrun) with one process per GPU (NCCL; on the CPU gloo and one
     process) on a small distillation config for 2 iterations: it finishes and saves.
@@ -85,7 +88,10 @@ class Plan:
             for vs_mmrazor.
         rounds: Timed rounds of each benchmark.
         warmup: Untimed rounds first.
-        budgets: Section -> seconds.
+        budgets: Section -> seconds (the default; with ``--budget`` the weights of the time
+            above the floors, see :func:`section_budgets`).
+        floors: Section -> the seconds it gets at least (a slow start-up, e.g. importing
+            torch and the OpenMMLab packages on a fresh machine, must not time a section out).
         workers: Processes that share the ``train`` section's configs (model building on the
             CPU overlaps with training on the GPU; on a CPU, the cores are used one each).
     """
@@ -97,6 +103,7 @@ class Plan:
     rounds: int
     warmup: int
     budgets: Dict[str, float] = field(default_factory=dict)
+    floors: Dict[str, float] = field(default_factory=dict)
     workers: int = 1
 
 
@@ -104,11 +111,15 @@ FULL = Plan(
     iters=20,
     train_inputs=dict(cls=(224, 16), det=(512, 2), seg=(512, 2)),
     configs=None,
-    overhead=(('ofd-cls', 224, 64), ('ofd-det', (800, 1333), 2), ('ofd-seg', (512, 1024), 2)),
+    # the detector last in each benchmark: the slowest to build and run, it gets what is left
+    overhead=(('ofd-cls', 224, 64), ('ofd-seg', (512, 1024), 2), ('ofd-det', (800, 1333), 2)),
     mmrazor=(('cls', 224, 64, None), ('det', (800, 1333), 2, None)),
     rounds=5,
     warmup=2,
-    budgets=dict(versions=10, ops=15, train=105, ddp=30, overhead=80, mmrazor=30),
+    # on an H200 with 16 cores (docs/performance.md, "CUDA"): versions over 10 s, ops 16 s,
+    # train 74 s, ddp 48 s, overhead 56 s and mmrazor over 66 s, both with failing det rows
+    budgets=dict(versions=30, ops=20, train=85, ddp=50, overhead=85, mmrazor=60),
+    floors=dict(versions=30, ops=15, train=45, ddp=40, overhead=40, mmrazor=30),
     workers=4)
 
 QUICK = Plan(
@@ -212,6 +223,18 @@ def distribution_version(name: str) -> str:
         return 'not installed'
 
 
+def module_location(module: str) -> str:
+    """Where a top-level package would be imported from, without importing it."""
+    import importlib.util
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError) as error:
+        return f'not importable: {type(error).__name__}'
+    if spec is None:
+        return 'not importable'
+    return f'at {osp.dirname(spec.origin) if spec.origin else "?"}'
+
+
 def import_status(module: str) -> Tuple[bool, str]:
     import importlib
     try:
@@ -257,14 +280,16 @@ def section_versions(frag: Fragment, args: argparse.Namespace, plan: Plan) -> No
                                                 'bin', 'nvcc')
         frag.write(f'| nvcc | {one_line(command_output([nvcc, "--version"]).splitlines()[-1])} '
                    f'({nvcc}) | |')
-    # mmkd first, as a user imports it (it may work around what breaks a package's own import).
+    # mmkd is imported, as a user imports it (it works around what breaks some packages' own
+    # imports, and applies its shims); the others are only located: importing each of them
+    # takes seconds on a fresh machine, and the other sections import what they use.
     ok, status = import_status('mmkd')
     frag.write(f'| mmkd | {status} | {frag.check(ok)} |')
     for dist, module in PACKAGES.items():
         version = distribution_version(dist)
         status = ''
         if module and version != 'not installed':
-            status = f'; {import_status(module)[1]}'
+            status = f' ({module_location(module)})'
         frag.write(f'| {dist} | {version}{status} | |')
     try:
         mmcv_build_info(frag, args.device)
@@ -314,14 +339,52 @@ def check_nms(frag: Fragment, cuda: bool) -> None:
                        f'{frag.check(torch.equal(keep_gpu, keep_cpu))} |')
 
 
-def focal_formula(logits, target, gamma: float, alpha: float):
-    """Sigmoid focal loss per element (N, C); target class index, C = background."""
+#: float32's unit roundoff.
+FLOAT32_ROUNDOFF = 2.0 ** -24
+
+
+def focal_reference(logits, target, gamma: float, alpha: float):
+    """Sigmoid focal loss per element (N, C) and its gradient, exact to float64 (log-sigmoid,
+    no cancellation); ``target`` is a class index, C meaning background."""
+    import torch
     import torch.nn.functional as F
-    one_hot = F.one_hot(target, logits.size(1) + 1)[:, :-1].to(logits.dtype)
-    prob = logits.sigmoid()
-    positive = -alpha * one_hot * (1 - prob).pow(gamma) * F.logsigmoid(logits)
-    negative = -(1 - alpha) * (1 - one_hot) * prob.pow(gamma) * F.logsigmoid(-logits)
-    return positive + negative
+    x = logits.detach().double().cpu().requires_grad_(True)
+    one_hot = F.one_hot(target.cpu(), x.size(1) + 1)[:, :-1].double()
+    prob = x.sigmoid()
+    loss = (-alpha * one_hot * (1 - prob).pow(gamma) * F.logsigmoid(x)
+            - (1 - alpha) * (1 - one_hot) * prob.pow(gamma) * F.logsigmoid(-x))
+    grad, = torch.autograd.grad(loss.sum(), x)
+    return loss.detach(), grad
+
+
+def focal_loss_agreement(loss, grad, logits, target, gamma: float, alpha: float
+                         ) -> Tuple[float, float, float]:
+    """How far a float32 sigmoid focal loss (values and gradient, (N, C)) is from the exact one.
+
+    mmcv's kernel computes ``p = sigmoid(x)`` in float32 and then ``log(1 - p)`` and
+    ``log(p)``: ``1 - p`` cancels for large logits, its error (about one rounding of ``p``)
+    grows relative to it like ``e^x``, so ``log(1 - p)`` is off by up to ~``eps / (1 - p)``
+    (on an H200, N(0, 3^2) logits: 1.9e-3 at most, at |x| ~ 13, where the loss is ~10). Each
+    element is therefore held to a few float32 roundings of its own terms: ``8 eps (|loss| +
+    (1 - alpha) p^gamma / (1 - p) + alpha (1 - p)^gamma / p)``, which is that cancellation and
+    nothing more. A wrong kernel (alpha or gamma misread, the wrong class, a sign) is off by a
+    good part of the loss itself on most elements, thousands of times this tolerance.
+    The gradient's formula, ``(1 - p) log(1 - p)``, does not cancel: ``1e-6 + 8 eps |grad|``.
+
+    Returns:
+        tuple: (max abs difference of the loss, of the gradient, largest ratio of a
+        difference to its tolerance: the check passes when it is at most 1).
+    """
+    reference, reference_grad = focal_reference(logits, target, gamma, alpha)
+    p = logits.detach().double().cpu().sigmoid()
+    eps = FLOAT32_ROUNDOFF
+    tolerance = 8 * eps * (reference.abs() + (1 - alpha) * p.pow(gamma) / (1 - p)
+                           + alpha * (1 - p).pow(gamma) / p) + 1e-7
+    grad_tolerance = 1e-6 + 8 * eps * reference_grad.abs()
+    loss_diff = (loss.detach().double().cpu() - reference).abs()
+    grad_diff = (grad.detach().double().cpu() - reference_grad).abs()
+    ratio = max((loss_diff / tolerance).max().item(), (grad_diff / grad_tolerance).max().item())
+    return loss_diff.max().item(), grad_diff.max().item(), ratio
 
 
 def check_focal_loss(frag: Fragment, cuda: bool) -> None:
@@ -334,20 +397,67 @@ def check_focal_loss(frag: Fragment, cuda: bool) -> None:
     generator = torch.Generator().manual_seed(1)
     logits = (torch.randn((512, 80), generator=generator) * 3).cuda()
     target = torch.randint(0, 81, (512, ), generator=generator).cuda()
-    grads = []
-    values = []
-    for fn in (lambda x: sigmoid_focal_loss(x, target, 2.0, 0.25, None, 'none'),
-               lambda x: focal_formula(x, target, 2.0, 0.25)):
-        leaf = logits.clone().requires_grad_(True)
-        value = fn(leaf)
-        value.sum().backward()
-        values.append(value.detach())
-        grads.append(leaf.grad)
-    value_diff = (values[0] - values[1]).abs().max().item()
-    grad_diff = (grads[0] - grads[1]).abs().max().item()
-    frag.write(f'| sigmoid_focal_loss | mmcv CUDA vs formula (512x80, gamma 2, alpha 0.25) | '
-               f'max abs diff {value_diff:.1e} (loss), {grad_diff:.1e} (gradient) | '
-               f'{frag.check(value_diff < 1e-5 and grad_diff < 1e-5)} |')
+    leaf = logits.clone().requires_grad_(True)
+    loss = sigmoid_focal_loss(leaf, target, 2.0, 0.25, None, 'none')
+    loss.sum().backward()
+    loss_diff, grad_diff, ratio = focal_loss_agreement(loss, leaf.grad, logits, target, 2.0,
+                                                       0.25)
+    frag.write(f'| sigmoid_focal_loss | mmcv CUDA vs exact (float64; 512x80 logits N(0, 3^2), '
+               f'gamma 2, alpha 0.25) | max abs diff {loss_diff:.1e} (loss), {grad_diff:.1e} '
+               f'(gradient); worst element at {ratio:.2f} of its float32 tolerance | '
+               f'{frag.check(ratio <= 1)} |')
+
+
+def dtype_name(tensor) -> str:
+    return str(tensor.dtype).replace('torch.', '')
+
+
+def check_bfloat16_autocast(frag: Fragment, cuda: bool) -> None:
+    """mmkd's shim (mmkd/utils/compat.py): mmcv's ops without bfloat16 kernels, called on
+    bfloat16 inputs under bfloat16 autocast, give the float32 op's result on the same values
+    (rounded to bfloat16) and bfloat16 gradients."""
+    import torch
+    import mmkd  # noqa: F401 (applies the shim)
+    from mmcv.ops import nms, roi_align, sigmoid_focal_loss
+    device = 'cuda' if cuda else 'cpu'
+    bf16 = torch.bfloat16
+    generator = torch.Generator().manual_seed(3)
+    features = torch.randn((2, 16, 32, 32), generator=generator)
+    boxes = random_boxes(32, generator, size=120.0)
+    rois = torch.cat([torch.randint(0, 2, (32, 1), generator=generator).float(), boxes], dim=1)
+    logits = torch.randn((256, 20), generator=generator) * 3
+    target = torch.randint(0, 21, (256, ), generator=generator)
+    rois = rois.to(device, bf16)  # mmdet casts the RoIs to the features' dtype
+    ops = {'roi_align': (lambda x: roi_align(x, rois.to(x.dtype), (7, 7), 0.25, 2, 'avg', True),
+                         features)}
+    if cuda:  # no CPU op
+        ops['sigmoid_focal_loss'] = (lambda x: sigmoid_focal_loss(
+            x, target.to(device), 2.0, 0.25, None, 'none'), logits)
+    for name, (op, value) in ops.items():
+        value = value.to(device, bf16)
+        leaf = value.clone().requires_grad_(True)
+        with torch.autocast(device, dtype=bf16):
+            out = op(leaf)
+        out.float().sum().backward()
+        reference_leaf = value.float().requires_grad_(True)
+        reference = op(reference_leaf)  # the float32 kernel, without autocast
+        reference.sum().backward()
+        same = (out.dtype == bf16 and leaf.grad.dtype == bf16
+                and torch.equal(out, reference.to(bf16))
+                and torch.equal(leaf.grad, reference_leaf.grad.to(bf16)))
+        frag.write(f'| bfloat16 autocast: {name} | mmcv {device.upper()} on bfloat16 inputs '
+                   f'vs the float32 op on the same values | output {dtype_name(out)}, '
+                   f'gradient {dtype_name(leaf.grad)}; {"equal" if same else "differ"} | '
+                   f'{frag.check(same)} |')
+    boxes = random_boxes(300, generator, size=100.0)  # overlapping
+    scores = torch.rand(300, generator=generator)
+    with torch.autocast(device, dtype=bf16):
+        keep = nms(boxes.to(device, bf16), scores.to(device, bf16), 0.5)[1]
+    reference = nms(boxes.to(bf16).float().to(device), scores.to(bf16).float().to(device),
+                    0.5)[1]
+    frag.write(f'| bfloat16 autocast: nms | mmcv {device.upper()} on bfloat16 boxes and scores '
+               f'vs the float32 op on the same values | {len(keep)} vs {len(reference)} kept | '
+               f'{frag.check(torch.equal(keep, reference))} |')
 
 
 def check_roi_align(frag: Fragment, cuda: bool) -> None:
@@ -388,7 +498,7 @@ def section_ops(frag: Fragment, args: argparse.Namespace, plan: Plan) -> None:
     if cuda and not torch.cuda.is_available():
         raise RuntimeError('--device cuda, but torch sees no CUDA device.')
     frag.write('| op | compared | found | check |\n|---|---|---|---|')
-    for check in (check_nms, check_focal_loss, check_roi_align):
+    for check in (check_nms, check_focal_loss, check_roi_align, check_bfloat16_autocast):
         try:
             check(frag, cuda)
         except Exception as error:  # noqa: BLE001 (recorded; the other ops still run)
@@ -442,33 +552,6 @@ def train_input(config: str, model_cfg: dict, plan: Plan) -> Tuple[str, Size, in
         model_cfg['data_preprocessor'] = dict(model_cfg.get('data_preprocessor') or {},
                                               size=(height, width))
     return task, size, batch
-
-
-def calibrate_teacher_bn(algorithm, data: dict) -> None:
-    """Give the random teacher the running BN statistics of a synthetic batch, as a trained
-    teacher's fit its data.
-
-    With eval-mode BN and the statistics of a fresh network (mean 0, variance 1), activations
-    grow through every residual block of a random deep network (RetinaNet R-101's stage 4
-    reaches ~1e4) and overflow float16: the fp16 check would test the random weights, not mmkd.
-    A teacher in ``teacher_norm_mode='train'`` normalises with batch statistics: left alone.
-    """
-    import torch
-    from torch.nn.modules.batchnorm import _BatchNorm
-    if getattr(algorithm, 'teacher_norm_mode', 'eval') == 'train':
-        return
-    norms = [m for m in algorithm.teacher.modules()
-             if isinstance(m, _BatchNorm) and m.track_running_stats]
-    momenta = [m.momentum for m in norms]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # a plain average over the calls
-        norm.train()
-    with torch.no_grad():
-        algorithm.teacher(data['inputs'], data['data_samples'], mode='tensor')
-    for norm, momentum in zip(norms, momenta):
-        norm.momentum = momentum
-    algorithm.train()  # the teacher back in its norm mode
 
 
 def precision_run(algorithm, batches: list, precision: str, device, iters: int,
@@ -537,7 +620,7 @@ def train_config(frag: Fragment, config: str, plan: Plan, device, iters: int) ->
     num_classes = C.num_classes_of(algorithm.student, task)
     batches = [C.make_batch(task, batch, size, num_classes, seed) for seed in range(2)]
     data = algorithm.data_preprocessor(copy.deepcopy(batches[0]), True)
-    calibrate_teacher_bn(algorithm, data)
+    C.calibrate_teacher_bn(algorithm, data)
     after = C.modules_after_last_tap(algorithm.teacher, algorithm, data['inputs'],
                                      data['data_samples'])
     initial = copy.deepcopy(algorithm.state_dict())
@@ -766,7 +849,7 @@ class Report:
         for s in self.states:
             if s.status == 'not run':
                 continue
-            lines += ['', f'## {s.name}', '', f'Result: **{s.status}** ({s.seconds:.0f} s).', '']
+            lines += ['', f'## {s.name}', '', f'Result: {s.status} ({s.seconds:.0f} s).', '']
             parts = [read_fragment(path) for path in s.fragments]
             lines += [main for main, _ in parts if main]
             notes = [note for _, note in parts if note]
@@ -877,28 +960,48 @@ def run_section(args: argparse.Namespace, state: SectionState, deadline: float,
         raise interrupted
 
 
+def section_budgets(plan: Plan, sections: Sequence[str],
+                    total: Optional[float] = None) -> Dict[str, float]:
+    """Seconds for each section: the plan's, or for a ``total``, each section's floor plus a
+    share of the rest in proportion to its budget above its floor. When the floors alone exceed
+    ``total``, each gets its floor and the run's end (``total``) cuts the last ones."""
+    budgets = {name: float(plan.budgets[name]) for name in sections}
+    if total is None:
+        return budgets
+    floors = {name: min(plan.floors.get(name, 0.0), budgets[name]) for name in sections}
+    spare = max(total, 0.0) - sum(floors.values())
+    if spare <= 0:
+        return floors
+    above = {name: budgets[name] - floors[name] for name in sections}
+    weight = sum(above.values())
+    return {name: floors[name] + spare * (above[name] / weight if weight else 1 / len(sections))
+            for name in sections}
+
+
 def run_all(args: argparse.Namespace, plan: Plan) -> int:
     sections = args.sections or list(SECTIONS)
-    budgets = {name: plan.budgets[name] for name in sections}
-    scale = 1.0 if args.budget is None else max(args.budget, 0) / sum(budgets.values())
-    states = [SectionState(name, budgets[name] * scale) for name in sections]
+    budgets = section_budgets(plan, sections, args.budget)
+    states = [SectionState(name, budgets[name]) for name in sections]
+    total = sum(budgets.values()) if args.budget is None else max(args.budget, 0)
     out = osp.abspath(args.out)
     os.makedirs(osp.dirname(out), exist_ok=True)
     log_path = args.log or osp.splitext(out)[0] + '.log'
     header = (f'# mmkd GPU check\n\n`{" ".join([osp.basename(sys.executable), *sys.argv])}`, '
               f'started {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on '
               f'{platform.node()} ({os.cpu_count()} CPU cores); device {args.device}'
-              f'{", quick" if args.quick else ""}; budget '
-              f'{sum(s.budget for s in states):.0f} s. Commit: {git_commit()}.')
+              f'{", quick" if args.quick else ""}; budget {total:.0f} s. Commit: '
+              f'{source_commit()}.')
     report = Report(out, header, states)
     report.write()
     start = deadline = time.monotonic()
+    end = start + total
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _interrupt)
     with tempfile.TemporaryDirectory(prefix='gpu_check-') as workdir, open(log_path, 'w') as log:
         try:
-            for state in states:
-                deadline += state.budget
+            for index, state in enumerate(states):
+                # time a section leaves goes to the next; the last one gets all that is left
+                deadline = end if index == len(states) - 1 else min(deadline + state.budget, end)
                 if deadline - time.monotonic() < 1:
                     state.status = 'skipped: no time left'
                     continue
@@ -919,13 +1022,9 @@ def run_all(args: argparse.Namespace, plan: Plan) -> int:
     return 0 if all(s.status == 'passed' for s in states) else 1
 
 
-def git_commit() -> str:
-    done = subprocess.run(['git', '-C', REPO, 'rev-parse', '--short', 'HEAD'],
-                          capture_output=True, text=True)
-    commit = done.stdout.strip() or 'unknown (not a git checkout)'
-    dirty = subprocess.run(['git', '-C', REPO, 'status', '--porcelain', '--', 'mmkd', 'configs',
-                            'benchmarks', 'tools'], capture_output=True, text=True).stdout
-    return commit + (' with uncommitted changes' if dirty.strip() else '')
+def source_commit() -> str:
+    """The commit of the code under test (``benchmarks/_source.py``)."""
+    return benchmark_module('_source').source_commit()
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -937,8 +1036,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                                                   'gpu_check.md'), help='the markdown report')
     parser.add_argument('--log', help='all sections\' output (default: the report\'s name, .log)')
     parser.add_argument('--budget', type=float,
-                        help='total seconds, shared by the sections in proportion to their own '
-                             'budgets (default: theirs: ~270 s, --quick ~900 s)')
+                        help='total seconds: each section gets its floor and a share of the rest '
+                             '(default: the sections\' own budgets, 330 s; --quick ~900 s)')
     parser.add_argument('--sections', nargs='+', choices=SECTIONS, help='default: all')
     parser.add_argument('--configs', nargs='+', help='configs for the train section (default: '
                         'every distillation config; --quick: three)')

@@ -16,14 +16,18 @@
 #      .whl/mmcv-2.1.0.tar.gz (setuptools 80.9 from $SITE gives it pkg_resources), then
 #      installed into $SITE. ~5 min
 #   3. tools/gpu_check.py with PYTHONPATH=$SITE:<checkout>; its budget is the time left before
-#      TOTAL_S, at most GPU_CHECK_BUDGET. ~4.5 min
+#      TOTAL_S, at most GPU_CHECK_BUDGET. ~5 min
+#
+# The commit under test, named in the reports: $MMKD_COMMIT, else the file .mmkd-commit at the
+# checkout's root, else git (a snapshot made with `git archive` next to an old .git would get a
+# wrong answer from git: write the commit into the snapshot, see docs/performance.md, "CUDA").
 #
 # Results in $OUT, 4 files: gpu_check.md (the report), gpu_check.log (the sections' output),
 # mmcv_build.log, gpu_run.log (this script's output).
 #
 # Environment: OUT (default work_dirs/gpu_run), PYTHON (python3), WHEELS (.whl), SITE
 # (/tmp/site), MMRAZOR_DIR (/tmp/mmrazor), MMCV_WHEEL_ROOT (/tmp/mmcv-wheels), TOTAL_S (585,
-# seconds for the whole run), GPU_CHECK_BUDGET (270).
+# seconds for the whole run), GPU_CHECK_BUDGET (330), MMKD_COMMIT.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,7 +39,16 @@ SITE="${SITE:-/tmp/site}"
 MMRAZOR_DIR="${MMRAZOR_DIR:-/tmp/mmrazor}"
 MMCV_WHEEL_ROOT="${MMCV_WHEEL_ROOT:-/tmp/mmcv-wheels}"
 TOTAL_S="${TOTAL_S:-585}"
-GPU_CHECK_BUDGET="${GPU_CHECK_BUDGET:-270}"
+GPU_CHECK_BUDGET="${GPU_CHECK_BUDGET:-330}"
+if [[ -z "${MMKD_COMMIT:-}" && -s "$ROOT/.mmkd-commit" ]]; then
+    MMKD_COMMIT="$(head -n 1 "$ROOT/.mmkd-commit")"
+fi
+if [[ -z "${MMKD_COMMIT:-}" ]]; then
+    MMKD_COMMIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    changed="$(git -C "$ROOT" status --porcelain -- mmkd configs benchmarks tools 2>/dev/null)"
+    [[ -n "$changed" ]] && MMKD_COMMIT+=" with uncommitted changes"
+fi
+export MMKD_COMMIT  # tools/gpu_check.py and the benchmarks name it (benchmarks/_source.py)
 [[ "${1:-}" == "--" ]] && shift
 mkdir -p "$OUT"
 
@@ -70,7 +83,7 @@ build_mmcv() {
 }
 
 run() {
-    log "checkout $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'); $("$PYTHON" -c \
+    log "commit $MMKD_COMMIT; $("$PYTHON" -c \
         'import sys, torch; print(sys.version.split()[0], "torch", torch.__version__,
                                    "cuda", torch.cuda.is_available())')"
     nvidia-smi -L 2>/dev/null
