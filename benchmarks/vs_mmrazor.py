@@ -32,7 +32,15 @@ same random-weight teacher checkpoint, its BN running statistics taken from the 
 MMRazor's default):
 
 - ``cls``: mmpretrain ResNet-50 -> ResNet-18, 64 px, batch 16 (the issue's anchor);
-- ``det``: mmdet RetinaNet R-101 -> R-50, taps on the four backbone stages, 256 px, batch 2.
+- ``det``: mmdet RetinaNet R-101 -> R-50, taps on the four backbone stages, 256 px, batch 2;
+- ``cwd-det``, ``cwd-seg``, ``pkd-det``, ``dist-cls``: mmkd's configs of these methods (GFL,
+  PSPNet, RetinaNet, ResNet-34 -> 18; sizes of ``_common.PRESETS``) against MMRazor's
+  ``ChannelWiseDivergence``, ``PKDLoss`` and ``DISTLoss`` with the same arguments, on the same
+  modules and calls (:func:`mmrazor_dense_distiller` translates the config's ``tap_pairs``:
+  mmkd's ``data_idx`` is MMRazor's ``record_idx``), in MMRazor's ``SingleTeacherDistill`` or,
+  for PKD, its ``FpnTeacherDistill`` (teacher backbone and neck only), as its configs do. MMRazor
+  1.0's GFL config (``cwd_cls_head_gfl_...``) inherits the FPN taps of its Faster R-CNN config
+  despite its name; ``cwd-det`` times the head's classification logits on both sides.
 
 Method: OFD when mmkd has it (``configs/ofd``): MMRazor's
 ``OverhaulFeatureDistillation`` with ``OFDDistiller``, ``ConvModuleConnector`` (1x1 conv + BN),
@@ -48,8 +56,9 @@ last tap, so each toolbox's ``R_overhead`` is printed next to the ratio mmkd / M
 
 Usage::
 
-    python benchmarks/vs_mmrazor.py                  # both pairs
+    python benchmarks/vs_mmrazor.py                  # the cls and det pairs
     python benchmarks/vs_mmrazor.py --pairs cls --rounds 30
+    python benchmarks/vs_mmrazor.py --pairs cwd-det cwd-seg pkd-det dist-cls
     python benchmarks/vs_mmrazor.py --device cuda --amp
     python benchmarks/vs_mmrazor.py --device cuda --pairs det --size 800x1333 --batch-size 2
 """
@@ -82,7 +91,17 @@ REMOVED_TORCH_NAMES = ('torch.ao.quantization.fuser_method_mappings',
 DEPENDENCIES = {'ordered_set': 'ordered-set', 'joblib': 'joblib', 'scipy': 'scipy'}
 
 #: pair -> the presets of ``_common.PRESETS`` to use, the first whose config exists.
-PAIRS = {'cls': ('ofd-cls', 'fitnets-cls'), 'det': ('ofd-det', 'fitnets-det')}
+PAIRS = {'cls': ('ofd-cls', 'fitnets-cls'), 'det': ('ofd-det', 'fitnets-det'),
+         'cwd-det': ('cwd-det',), 'cwd-seg': ('cwd-seg',), 'pkd-det': ('pkd-det',),
+         'dist-cls': ('dist-cls',)}
+#: mmkd loss -> MMRazor's loss of the same method (same constructor arguments) and the names of
+#: its student and teacher arguments, for the pairs whose distiller is translated from the mmkd
+#: config's ``tap_pairs`` (:func:`mmrazor_dense_distiller`).
+MMRAZOR_LOSSES = {'CWDLoss': ('ChannelWiseDivergence', 'preds_S', 'preds_T'),
+                  'PKDLoss': ('PKDLoss', 'preds_S', 'preds_T'),
+                  'DISTLoss': ('DISTLoss', 'logits_S', 'logits_T')}
+#: method -> MMRazor's algorithm (its PKD configs run the teacher's backbone and neck only).
+MMRAZOR_ALGORITHMS = {'ofd': 'OverhaulFeatureDistillation', 'pkd': 'FpnTeacherDistill'}
 
 
 class MMRazorUnavailable(RuntimeError):
@@ -179,7 +198,8 @@ def prepare_mmrazor(target: str, install: bool = True) -> types.ModuleType:
                      f'{missing}')
     mmrazor = import_mmrazor(target)
     from mmrazor.registry import MODELS
-    names = ('SingleTeacherDistill', 'OverhaulFeatureDistillation', 'OFDLoss', 'L2Loss')
+    names = ('SingleTeacherDistill', 'OverhaulFeatureDistillation', 'OFDLoss', 'L2Loss',
+             'FpnTeacherDistill', 'ChannelWiseDivergence', 'PKDLoss', 'DISTLoss')
     found.append(f'with {QUANTIZATION} replaced by a placeholder: ' + ', '.join(
         f'{n} {"registered" if MODELS.get(n) else "MISSING"}' for n in names))
     print('\n'.join(found))
@@ -224,6 +244,29 @@ def mmrazor_distiller(method: str, student: nn.Module, teacher: nn.Module) -> di
                 connectors=connectors, distill_losses=losses, loss_forward_mappings=mappings)
 
 
+def mmrazor_dense_distiller(tap_pairs: List[dict]) -> dict:
+    """MMRazor's ``ConfigurableDistiller`` doing what mmkd's compact ``tap_pairs`` declare (CWD,
+    PKD, DIST): ``ModuleOutputs`` recorders on the same modules, MMRazor's loss of the method with
+    the same arguments, and mmkd's ``data_idx`` (which call of the module) as MMRazor's
+    ``record_idx``."""
+    s_recorders, t_recorders, losses, mappings = {}, {}, {}, {}
+    for pair in tap_pairs:
+        loss = dict(pair['loss'])
+        razor_type, s_arg, t_arg = MMRAZOR_LOSSES[loss.pop('type').split('.')[-1]]
+        sources = dict(s=pair['student'], t=pair.get('teacher', pair['student']))
+        for side, recorders in (('s', s_recorders), ('t', t_recorders)):
+            recorders[sources[side]] = dict(type='ModuleOutputs', source=sources[side])
+        name = f'loss_{pair["name"]}'
+        losses[name] = dict(type=razor_type, **loss)
+        mappings[name] = {
+            arg: dict(from_student=side == 's', recorder=sources[side],
+                      record_idx=pair.get('data_idx') or 0)
+            for arg, side in ((s_arg, 's'), (t_arg, 't'))}
+    return dict(type='ConfigurableDistiller', student_recorders=s_recorders,
+                teacher_recorders=t_recorders, distill_losses=losses,
+                loss_forward_mappings=mappings)
+
+
 def build_mmrazor_algorithm(method: str, model_cfg: dict, ckpt: str,
                             device: torch.device) -> nn.Module:
     torch.manual_seed(0)
@@ -231,10 +274,12 @@ def build_mmrazor_algorithm(method: str, model_cfg: dict, ckpt: str,
     teacher = build_model_from_cfg(copy.deepcopy(model_cfg['teacher']), 'teacher')
     from mmrazor.registry import MODELS
     with DefaultScope.overwrite_default_scope('mmrazor'):
+        distiller = (mmrazor_dense_distiller(model_cfg['distiller']['tap_pairs'])
+                     if method in ('cwd', 'pkd', 'dist')
+                     else mmrazor_distiller(method, student, teacher))
         algorithm = MODELS.build(dict(
-            type='OverhaulFeatureDistillation' if method == 'ofd' else 'SingleTeacherDistill',
-            architecture=student, teacher=teacher, teacher_ckpt=ckpt,
-            distiller=mmrazor_distiller(method, student, teacher)))
+            type=MMRAZOR_ALGORITHMS.get(method, 'SingleTeacherDistill'),
+            architecture=student, teacher=teacher, teacher_ckpt=ckpt, distiller=distiller))
         algorithm.init_weights()
     algorithm.to(device)
     algorithm.train()  # MMRazor's ``train`` returns None
@@ -325,7 +370,8 @@ def summary(results: Dict[str, Dict[str, float]]) -> str:
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--pairs', nargs='+', choices=sorted(PAIRS), default=list(PAIRS))
+    parser.add_argument('--pairs', nargs='+', choices=sorted(PAIRS), default=['cls', 'det'],
+                        help='default: cls det (the OFD pairs)')
     parser.add_argument('--config', help='an mmkd config of a ResNet pair to use instead of the '
                         "pair's (one pair; e.g. configs/digits/ofd_resnet18_w32_w4.py)")
     parser.add_argument('--mmrazor-dir', default=DEFAULT_DIR,
