@@ -169,8 +169,12 @@ def test_gfl_head_logits_of_every_level_are_one_shared_conv_called_per_level():
         for level in range(5)]
     assert parts['bbox_head'].tap == dict(student='bbox_head.forward', recorder='MethodOutputs')
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    (cls_scores, bbox_preds), recorded = recorded_through(model, parts['bbox_head'].tensors, x)
-    for got, expected in zip(recorded, [*cls_scores, *bbox_preds]):
+    taps = parts['neck'].tensors + parts['bbox_head'].tensors
+    (cls_scores, bbox_preds), recorded = recorded_through(model, taps, x)
+    with torch.no_grad():
+        levels = model.extract_feat(x)
+    assert len(recorded) == len([*levels, *cls_scores, *bbox_preds]) == 15
+    for got, expected in zip(recorded, [*levels, *cls_scores, *bbox_preds]):
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
@@ -197,6 +201,7 @@ def test_faster_rcnn_runs_its_rpn_and_roi_head_on_image_metainfo(capsys):
     (roi_outs,), recorded = recorded_through(model, taps, x)
     with torch.no_grad():
         rpn_outs = model.rpn_head(model.extract_feat(x))
+    assert len(recorded) == len([*rpn_outs[0], *rpn_outs[1], *roi_outs]) == 12
     for got, expected in zip(recorded, [*rpn_outs[0], *rpn_outs[1], *roi_outs]):
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
     assert parts['roi_head'].tensors[0].shape == tuple(roi_outs[0].shape)
