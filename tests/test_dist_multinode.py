@@ -21,7 +21,7 @@ FAKE_PYTHON = '#!/bin/sh\necho "{name}: $*"\n'
 def fake_checkout(tmp_path, with_venv: bool) -> str:
     """A copy of tools/dist_*.sh in a checkout whose interpreters only print their arguments."""
     os.makedirs(tmp_path / 'tools')
-    for script in ('dist_train.sh', 'dist_test.sh'):
+    for script in ('dist_train.sh', 'dist_test.sh', 'dist_launch.sh'):
         shutil.copy(osp.join(REPO, 'tools', script), tmp_path / 'tools' / script)
     bins = {'path': tmp_path / 'bin'}
     if with_venv:
