@@ -11,6 +11,8 @@ import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
 
+from data_factory import (cls_data_options, det_data_options, make_classification_dataset,
+                          make_coco_detection, make_segmentation_dataset, seg_data_options)
 from mmkd.apis.train import build_train_runner
 from mmkd.models import build_model_from_cfg
 
@@ -120,3 +122,27 @@ def assert_teacher_unchanged(teacher, ckpt: str) -> None:
     current = teacher.state_dict()
     assert set(saved) == set(current)
     assert all(torch.equal(saved[k], current[k]) for k in saved)
+
+
+#: Tiny real data per task for one-iteration runs of stock configs:
+#: kind -> (dataset factory, cfg_options for it, image size).
+TINY_DATA = {
+    'cls': (make_classification_dataset, cls_data_options, 32),
+    'det': (make_coco_detection, det_data_options, 64),
+    'seg': (make_segmentation_dataset, seg_data_options, 64),
+}
+
+
+def tiny_run_options(cfg, tmp_path, kind):
+    """One iteration on tiny data, random teacher weights in a checkpoint, no downloads, the
+    dry run at the data's size."""
+    make_dataset, data_options, size = TINY_DATA[kind]
+    info = make_dataset(tmp_path / 'data', image_size=(size, size))
+    ckpt = save_checkpoint_of(dict(cfg.model.teacher, pretrained=False),
+                              str(tmp_path / 'teacher.pth'))
+    options = dict(data_options(info, max_iters=1, save_checkpoint=False),
+                   **{'model.teacher.pretrained': False, 'model.teacher_ckpt': ckpt,
+                      'model.dry_run_shape': (3, size, size)})
+    if 'init_cfg' in cfg.model.architecture.get('backbone', {}):
+        options['model.architecture.backbone.init_cfg'] = None
+    return options, ckpt

@@ -6,32 +6,8 @@ import math
 import pytest
 from mmengine.config import Config
 
-from data_factory import (cls_data_options, det_data_options, make_classification_dataset,
-                          make_coco_detection, make_segmentation_dataset, seg_data_options)
 from helpers import (StudentSnapshot, assert_teacher_unchanged, config_path, moved_tensors,
-                     save_checkpoint_of, train_counting_calls)
-
-#: kind -> (dataset factory, cfg_options for it, image size)
-DATA = {
-    'cls': (make_classification_dataset, cls_data_options, 32),
-    'det': (make_coco_detection, det_data_options, 64),
-    'seg': (make_segmentation_dataset, seg_data_options, 64),
-}
-
-
-def tiny_run_options(cfg, tmp_path, kind):
-    """One iteration on tiny data, random teacher weights in a checkpoint, no downloads, the
-    dry run at the data's size."""
-    make_dataset, data_options, size = DATA[kind]
-    info = make_dataset(tmp_path / 'data', image_size=(size, size))
-    ckpt = save_checkpoint_of(dict(cfg.model.teacher, pretrained=False),
-                              str(tmp_path / 'teacher.pth'))
-    options = dict(data_options(info, max_iters=1, save_checkpoint=False),
-                   **{'model.teacher.pretrained': False, 'model.teacher_ckpt': ckpt,
-                      'model.dry_run_shape': (3, size, size)})
-    if 'init_cfg' in cfg.model.architecture.get('backbone', {}):
-        options['model.architecture.backbone.init_cfg'] = None
-    return options, ckpt
+                     tiny_run_options, train_counting_calls)
 
 
 # teacher_calls: calls of teacher modules in the iteration (the teacher runs as far as its tap,

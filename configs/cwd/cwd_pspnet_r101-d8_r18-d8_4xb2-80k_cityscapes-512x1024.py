@@ -6,19 +6,11 @@
 # code's segmentation recipe is tau = 4, weight 3 (`--cfg-options
 # model.distiller.tap_pairs.0.loss.tau=4 model.distiller.tap_pairs.0.loss.loss_weight=3`).
 # The teacher runs up to its decode head's classifier (its auxiliary head never runs).
-_base_ = ['mmseg::pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py']
+# The pair, weights and schedule are the pixel-wise KD config's; only the distillation term
+# differs.
+_base_ = ['../kd/kd_pspnet_r101-d8_r18-d8_4xb2-80k_cityscapes-512x1024.py']
 
 model = dict(
-    _delete_=True,
-    _scope_='mmkd',
-    type='SingleTeacherDistill',
-    architecture=dict(
-        cfg_path='mmseg::pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py',
-        backbone=dict(init_cfg=dict(type='Pretrained', checkpoint='open-mmlab://resnet18_v1c'))),
-    teacher=dict(cfg_path='mmseg::pspnet/pspnet_r101-d8_4xb2-80k_cityscapes-512x1024.py',
-                 pretrained=True),
     distiller=dict(
-        type='ConfigurableDistiller',
         tap_pairs=[dict(name='cwd_logits', student='decode_head.conv_seg',
                         loss=dict(type='CWDLoss', tau=1.0, loss_weight=5.0))]))
-optim_wrapper = dict(constructor='mmkd.DefaultOptimWrapperConstructor')

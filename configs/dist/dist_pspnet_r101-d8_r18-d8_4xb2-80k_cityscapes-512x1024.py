@@ -6,20 +6,12 @@
 # decode + 0.4 auxiliary cross-entropy: the official code's setting. The official code also
 # distils the auxiliary head (weight 0.4); the teacher here runs only up to its decode head's
 # classifier (its auxiliary head never runs), so that term is left out.
-_base_ = ['mmseg::pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py']
+# The pair, weights and schedule are the pixel-wise KD config's; only the distillation term
+# differs.
+_base_ = ['../kd/kd_pspnet_r101-d8_r18-d8_4xb2-80k_cityscapes-512x1024.py']
 
 model = dict(
-    _delete_=True,
-    _scope_='mmkd',
-    type='SingleTeacherDistill',
-    architecture=dict(
-        cfg_path='mmseg::pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py',
-        backbone=dict(init_cfg=dict(type='Pretrained', checkpoint='open-mmlab://resnet18_v1c'))),
-    teacher=dict(cfg_path='mmseg::pspnet/pspnet_r101-d8_4xb2-80k_cityscapes-512x1024.py',
-                 pretrained=True),
     distiller=dict(
-        type='ConfigurableDistiller',
         tap_pairs=[dict(name='dist', student='decode_head.conv_seg',
                         loss=dict(type='DISTLoss', inter_loss_weight=1.0,
                                   intra_loss_weight=1.0, tau=1.0, loss_weight=1.0))]))
-optim_wrapper = dict(constructor='mmkd.DefaultOptimWrapperConstructor')
