@@ -1,7 +1,12 @@
 import os
+import sys
 
 import pytest
 import torch
+
+# The tests live in folders that mirror the package (tests/test_models/..., tests/test_engine/,
+# ...); their shared helpers (helpers.py, data_factory.py) sit here, importable from any of them.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 # Two cores on CI: keep torch from oversubscribing them.
 torch.set_num_threads(int(os.environ.get('MMKD_TEST_THREADS', '2')))

@@ -71,7 +71,7 @@ def digits_options(epochs: int = 1, val_interval: int = 1) -> dict:
 def run_tool(path: str, argv) -> None:
     """Run ``tools/<...>.py`` (``path`` relative to the repository) as ``python path argv``, in
     this process, in debug mode (``MMKD_DEBUG=1``): a user mistake arrives as its exception, not
-    as exit status 2 (tests/test_cli_errors.py checks that)."""
+    as exit status 2 (tests/test_utils/test_cli_errors.py checks that)."""
     old_argv, old_debug = sys.argv, os.environ.get('MMKD_DEBUG')
     sys.argv = [path, *map(str, argv)]
     os.environ['MMKD_DEBUG'] = '1'

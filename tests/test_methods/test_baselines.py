@@ -1,6 +1,6 @@
 """The KD and FitNets configs for classification, detection and segmentation: one training
 iteration each on tiny real data through tools/train.py's code path. (Pixel-wise KD against a
-hand computation: tests/test_losses.py.)"""
+hand computation: tests/test_models/test_losses/test_kd_fitnets_losses.py.)"""
 import math
 
 import pytest
