@@ -22,14 +22,13 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from mmkd.models.algorithms import SingleTeacherDistill
 from mmkd.registry import MODELS
 from mmkd.utils.checkpoint import set_checkpoint_role
-from mmkd.utils.dist import setup_cpu_distributed
+from mmkd.utils.dist import setup_cpu_distributed, unwrap_model
 from mmkd.utils.errors import CheckpointMismatchError, ConfigError
 from .export import STUDENT_PREFIXES, student_state_dict
 from .train import load_run_config
@@ -149,7 +148,7 @@ class StrictTestCheckpointHook(Hook):
         self.checked = False
 
     def after_load_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = unwrap_model(runner.model)
         has_state_dict = isinstance(checkpoint.get('state_dict'), dict)
         state = checkpoint['state_dict'] if has_state_dict else dict(checkpoint)
         state, from_distillation = state_dict_for_test(model, state, self.filename, self.config)

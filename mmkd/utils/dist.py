@@ -11,12 +11,29 @@ from typing import Optional
 
 import torch
 import torch.distributed as dist
+import torch.nn as nn
 from mmengine.config import Config
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 
 from .errors import ConfigRuntimeError
 
 DDP_WRAPPER = 'MMDistributedDataParallel'
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The model inside mmengine's DDP (or other registered) wrapper, or ``model`` itself.
+
+    Hooks and tools reach the distillation algorithm through ``runner.model``, which is the
+    wrapper under torchrun and the algorithm in a single process.
+
+    Examples:
+        >>> import torch.nn as nn
+        >>> model = nn.Linear(2, 2)
+        >>> unwrap_model(model) is model
+        True
+    """
+    return model.module if is_model_wrapper(model) else model
 
 
 def _type_name(cfg: dict) -> str:

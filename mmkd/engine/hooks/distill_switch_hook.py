@@ -1,12 +1,8 @@
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 
 from mmkd.registry import HOOKS
+from mmkd.utils.dist import unwrap_model
 from mmkd.utils.errors import ConfigError
-
-
-def unwrap(model):
-    return model.module if is_model_wrapper(model) else model
 
 
 @HOOKS.register_module()
@@ -45,7 +41,7 @@ class DistillSwitchHook(Hook):
             self._apply(runner, runner.iter)
 
     def _apply(self, runner, counter: int) -> None:
-        model = unwrap(runner.model)
+        model = unwrap_model(runner.model)
         distilling = counter < self.stop_at
         model.distillation_enabled = distilling
         if not distilling:

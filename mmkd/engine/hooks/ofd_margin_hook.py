@@ -6,10 +6,10 @@ from typing import Iterable, List, Optional, Tuple
 import torch
 from mmengine import dist
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 
 from mmkd.models.connectors.ofd_connector import OFDTeacherConnector
 from mmkd.registry import HOOKS
+from mmkd.utils.dist import unwrap_model
 from mmkd.utils.errors import ConfigError, ConfigTypeError
 
 
@@ -114,7 +114,7 @@ class OFDMarginHook(Hook):
         self.num_batches = num_batches
 
     def before_train(self, runner) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = unwrap_model(runner.model)
         if not hasattr(model, 'distiller'):
             raise ConfigTypeError(f'OFDMarginHook needs a distillation algorithm, got '
                                   f'{type(model).__name__}; remove the hook from custom_hooks.')

@@ -4,10 +4,10 @@ from typing import Dict, List, Optional
 
 import torch
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper
 
 from mmkd.registry import HOOKS
+from mmkd.utils.dist import unwrap_model
 from mmkd.utils.errors import CheckpointMismatchError
 
 #: What mmengine's ``Runner.load_checkpoint`` strips from every key (its ``revise_keys``).
@@ -106,7 +106,7 @@ class StrictLoadHook(Hook):
             self._check_schedulers(runner, checkpoint)
 
     def _check_model(self, runner, checkpoint: dict) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = unwrap_model(runner.model)
         state = checkpoint.get('state_dict', checkpoint)
         state = {_WRAPPER_PREFIX.sub('', key): value for key, value in state.items()}
         expected = model.state_dict()

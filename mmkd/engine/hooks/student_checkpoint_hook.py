@@ -3,11 +3,11 @@ import os.path as osp
 import time
 
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 
 from mmkd.apis.export import make_student_checkpoint
 from mmkd.registry import HOOKS
 from mmkd.utils.checkpoint import atomic_save
+from mmkd.utils.dist import unwrap_model
 
 
 @HOOKS.register_module()
@@ -32,7 +32,7 @@ class StudentCheckpointHook(Hook):
         self.by_epoch = by_epoch
 
     def before_train(self, runner) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = unwrap_model(runner.model)
         if not hasattr(model, 'student'):
             raise TypeError(f'StudentCheckpointHook saves the student of a distillation '
                             f'algorithm, but the model is a {type(model).__name__}; remove the '
@@ -55,7 +55,7 @@ class StudentCheckpointHook(Hook):
         """Write the student after ``epoch`` epochs and ``iteration`` iterations."""
         if runner.rank != 0:
             return
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = unwrap_model(runner.model)
         dataset = runner.train_dataloader.dataset
         meta = dict(epoch=epoch, iter=iteration, seed=runner.seed,
                     experiment_name=runner.experiment_name,

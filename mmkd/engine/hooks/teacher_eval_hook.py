@@ -1,8 +1,8 @@
 import torch
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 
 from mmkd.registry import HOOKS
+from mmkd.utils.dist import unwrap_model
 from mmkd.utils.errors import ConfigRuntimeError
 
 
@@ -21,7 +21,7 @@ class TeacherEvalHook(Hook):
         if runner.val_loop is None:
             raise ConfigRuntimeError('TeacherEvalHook needs a val_dataloader and val_evaluator '
                                      '(and val_cfg) in the config; add them or remove the hook.')
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = unwrap_model(runner.model)
         loop = runner.val_loop
         was_training = model.training
         model.eval()

@@ -1,11 +1,11 @@
 from collections import OrderedDict
 
 import torch.nn as nn
-from mmengine.model import is_model_wrapper
 from mmengine.optim import DefaultOptimWrapperConstructor as MMEngineConstructor
 from mmengine.optim import OptimWrapper
 
 from mmkd.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from mmkd.utils.dist import unwrap_model
 
 
 class _ModelWithoutTeacher(nn.Module):
@@ -31,8 +31,7 @@ class DefaultOptimWrapperConstructor(MMEngineConstructor):
     """
 
     def __call__(self, model: nn.Module) -> OptimWrapper:
-        if is_model_wrapper(model):
-            model = model.module
+        model = unwrap_model(model)
         if isinstance(getattr(model, 'teacher', None), nn.Module) and hasattr(model, 'distiller'):
             model = _ModelWithoutTeacher(model)
         return super().__call__(model)
