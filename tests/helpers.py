@@ -5,7 +5,7 @@ import os
 import os.path as osp
 import runpy
 import sys
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from mmengine.config import Config
@@ -15,6 +15,7 @@ from data_factory import (cls_data_options, det_data_options, make_classificatio
                           make_coco_detection, make_segmentation_dataset, seg_data_options)
 from mmkd.apis.train import build_train_runner
 from mmkd.models import build_model_from_cfg
+from mmkd.utils.dist import unwrap_model
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -85,35 +86,148 @@ def run_tool(path: str, argv) -> None:
             os.environ['MMKD_DEBUG'] = old_debug
 
 
-class StudentSnapshot(Hook):
-    """Keeps the student's state (and the distiller's: the connectors) as training starts,
-    after the weights are initialised, for :func:`moved_tensors`."""
+class TrainRecord:
+    """What :func:`train_recorded` saw: the runner after training, the model's state as training
+    started, how often teacher modules ran and one row per training iteration.
+
+    Attributes:
+        runner (Runner): The runner after ``runner.train()``.
+        before (dict): ``'student'``, ``'teacher'`` and ``'distiller'`` -> a copy of that part's
+            state dict taken at ``before_train`` (after the weights are initialised).
+        calls (dict): Each name in ``count`` -> how many times that teacher submodule ran its
+            ``forward`` during ``runner.train()``.
+        rows (list[dict]): One dict per training iteration, in order: ``epoch`` and ``iter``
+            (the runner's, before the iteration), ``losses`` (the iteration's outputs, name ->
+            float, ``'loss'`` the total), ``teacher_calls`` (the teacher's ``forward`` calls in
+            this iteration), ``lr`` (the first parameter group's), ``watched`` (each name in
+            ``watch`` -> a copy of that student tensor after the iteration) and whatever
+            ``observe(runner)`` returned.
+    """
+
+    def __init__(self, runner, before: dict, calls: dict, rows: list) -> None:
+        self.runner, self.before, self.calls, self.rows = runner, before, calls, rows
+
+    @property
+    def model(self):
+        """The distillation algorithm (out of its DDP wrapper, if any)."""
+        return unwrap_model(self.runner.model)
+
+    def moved(self, part: str = 'student', floating_only: bool = True) -> list:
+        """Names of the entries of ``part``'s state dict (``'student'``, ``'teacher'`` or
+        ``'distiller'``: the connectors) that differ from the copy taken as training started;
+        integer buffers (BN's ``num_batches_tracked``) count only with ``floating_only=False``."""
+        before = self.before[part]
+        return [name for name, value in getattr(self.model, part).state_dict().items()
+                if (value.is_floating_point() or not floating_only)
+                and not torch.equal(value, before[name])]
+
+    def history(self, name: str):
+        """The logged values of ``train/<name>`` (e.g. ``'loss_kd'``), one per iteration, as a
+        numpy array."""
+        return self.runner.message_hub.get_scalar(f'train/{name}').data[0]
+
+
+class _Recorder(Hook):
+    """Counts teacher calls and fills :class:`TrainRecord`'s ``before`` and ``rows``."""
+
+    def __init__(self, watch, observe) -> None:
+        self.watch, self.observe = tuple(watch), observe
+        self.before, self.rows, self.teacher_calls = {}, [], 0
+
+    def count_teacher_call(self, *args) -> None:
+        self.teacher_calls += 1
 
     def before_train(self, runner) -> None:
-        model = runner.model
-        self.student = copy.deepcopy(model.student.state_dict())
-        self.distiller = copy.deepcopy(model.distiller.state_dict())
+        model = unwrap_model(runner.model)
+        self.before = {part: copy.deepcopy(getattr(model, part).state_dict())
+                       for part in ('student', 'teacher', 'distiller')}
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        self.teacher_calls = 0
+        self.row = dict(epoch=runner.epoch, iter=runner.iter)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        student = unwrap_model(runner.model).student.state_dict()
+        self.row.update(losses={k: float(v) for k, v in (outputs or {}).items()},
+                        teacher_calls=self.teacher_calls,
+                        lr=runner.optim_wrapper.get_lr()['lr'][0],
+                        watched={name: student[name].detach().clone() for name in self.watch})
+        if self.observe is not None:
+            self.row.update(self.observe(runner))
+        self.rows.append(self.row)
 
 
-def moved_tensors(before: dict, module) -> list:
-    """Names of the floating-point entries of ``module``'s state that differ from ``before``."""
-    return [k for k, v in module.state_dict().items()
-            if v.is_floating_point() and not torch.equal(v, before[k])]
+def train_recorded(config, work_dir: str, cfg_options: Optional[dict] = None, *,
+                   count: Sequence[str] = (), watch: Sequence[str] = (),
+                   observe: Optional[Callable] = None, hooks: Sequence[Hook] = ()) -> TrainRecord:
+    """Train ``config`` for the iterations or epochs its ``cfg_options`` set, through the code
+    path of tools/train.py, and report call counts and which tensors moved.
 
+    The one helper the end-to-end method tests share (tests/test_methods/): it replaces
+    hand-made snapshot hooks, teacher call counters and per-iteration logs.
 
-def train_counting_calls(cfg, work_dir, options, teacher_modules, hooks=()):
-    """Train like tools/train.py, counting calls of teacher submodules during training;
-    ``hooks`` are registered on the runner first."""
-    runner = build_train_runner(cfg, work_dir=work_dir, cfg_options=options)
+    Args:
+        config (str | Config): A config file or a loaded config.
+        work_dir (str): The runner's work directory (a tmp dir).
+        cfg_options (dict, optional): Overrides, as ``--cfg-options`` takes them.
+        count (Sequence[str]): Teacher submodules (``'backbone.layer4'``; ``''`` is the whole
+            teacher) whose ``forward`` calls during ``runner.train()`` are counted in
+            :attr:`TrainRecord.calls`. Module hooks do not see a direct call of a submodule's
+            method (mmseg's ``decode_head.forward``): count a layer inside it.
+        watch (Sequence[str]): Student state-dict names copied after each iteration into the
+            row's ``watched``.
+        observe (Callable[[Runner], dict], optional): Called after each iteration; its dict is
+            added to the row (e.g. ``lambda runner: dict(dist_target=...)``).
+        hooks (Sequence[Hook]): More hooks, registered on the runner first.
+
+    Returns:
+        TrainRecord: the runner, the state as training started, the counts and the rows.
+
+    Example:
+        A two-stage run (tests/test_methods/test_fsp.py), as a hand-made per-iteration log hook
+        would check it::
+
+            record = train_recorded(config_path('digits/fsp_two_stage_resnet18_w32_w4.py'),
+                                    str(tmp_path / 'work'), options,
+                                    watch=['head.fc.weight'],
+                                    observe=lambda runner: dict(stage=runner.epoch + 1))
+            for row in record.rows:
+                row['losses']         # {'loss': ..., 'loss_fsp_layer1': ..., ...}
+                row['teacher_calls']  # 1 while distilling, 0 after the switch
+                row['watched']['head.fc.weight']
+                row['stage']          # from ``observe``
+            assert record.moved('teacher', floating_only=False) == []
+            assert len(record.moved('student')) > 10
+            record.history('loss_fsp_layer1')  # one value per iteration
+
+        Counting calls of teacher submodules (tests/test_methods/test_baselines.py)::
+
+            record = train_recorded(cfg, work_dir, options, count=['backbone.layer2', 'head'])
+            assert record.calls == {'backbone.layer2': 1, 'head': 0}
+    """
+    cfg = Config.fromfile(config) if isinstance(config, str) else config
+    runner = build_train_runner(cfg, work_dir=work_dir, cfg_options=cfg_options)
     for hook in hooks:
         runner.register_hook(hook)
-    calls = {name: [] for name in teacher_modules}
-    handles = [runner.model.teacher.get_submodule(name).register_forward_pre_hook(
-        lambda *args, name=name: calls[name].append(1)) for name in teacher_modules]
-    runner.train()
-    for handle in handles:
-        handle.remove()
-    return runner, {name: len(count) for name, count in calls.items()}
+    recorder = _Recorder(watch, observe)
+    runner.register_hook(recorder)
+    teacher = unwrap_model(runner.model).teacher
+    calls = {name: 0 for name in count}
+
+    def count_call(name):
+        def hook(*args):
+            calls[name] += 1
+        return hook
+
+    handles = [teacher.get_submodule(name).register_forward_pre_hook(count_call(name))
+               for name in count]
+    handles.append(teacher.register_forward_pre_hook(recorder.count_teacher_call))
+    try:
+        runner.train()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return TrainRecord(runner, recorder.before, calls, recorder.rows)
 
 
 def assert_teacher_unchanged(teacher, ckpt: str) -> None:

@@ -6,8 +6,7 @@ import math
 import pytest
 from mmengine.config import Config
 
-from helpers import (StudentSnapshot, assert_teacher_unchanged, config_path, moved_tensors,
-                     tiny_run_options, train_counting_calls)
+from helpers import assert_teacher_unchanged, config_path, tiny_run_options, train_recorded
 
 
 # teacher_calls: calls of teacher modules in the iteration (the teacher runs as far as its tap,
@@ -31,17 +30,16 @@ def test_baseline_configs_train_one_iteration(tmp_path, config, kind, loss_name,
                                               moves):
     cfg = Config.fromfile(config_path(config))
     options, ckpt = tiny_run_options(cfg, tmp_path, kind)
-    snapshot = StudentSnapshot()
-    runner, calls = train_counting_calls(cfg, str(tmp_path / 'work'), options,
-                                         tuple(teacher_calls), hooks=[snapshot])
+    record = train_recorded(cfg, str(tmp_path / 'work'), options, count=tuple(teacher_calls))
+    runner, calls = record.runner, record.calls
     logged = runner.message_hub.log_scalars
     loss = logged[f'train/{loss_name}'].current()
     assert math.isfinite(loss) and loss > 0
     assert any(key.startswith('train/student.') for key in logged)  # the task loss is on
     assert_teacher_unchanged(runner.model.teacher, ckpt)
     assert calls == teacher_calls
-    moved = moved_tensors(snapshot.student, runner.model.student)
+    moved = record.moved('student')
     assert any(name.startswith(moves) for name in moved), moved
     if loss_name == 'loss_hint':  # the regressor learns
-        moved = moved_tensors(snapshot.distiller, runner.model.distiller)
+        moved = record.moved('distiller')
         assert 'connectors.hint_student.conv.weight' in moved, moved

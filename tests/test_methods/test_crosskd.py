@@ -18,8 +18,8 @@ from mmengine.config import Config
 from mmengine.structures import InstanceData
 
 from data_factory import det_data_options, make_coco_detection
-from helpers import (REPO, StudentSnapshot, assert_teacher_unchanged, config_path, moved_tensors,
-                     save_checkpoint_of, train_counting_calls)
+from helpers import (REPO, assert_teacher_unchanged, config_path, save_checkpoint_of,
+                     train_recorded)
 from mmkd.apis.export import student_state_dict
 from mmkd.models import build_model_from_cfg
 from mmkd.models.losses import KDDistributionLoss, KDQualityFocalLoss
@@ -328,9 +328,8 @@ def test_config_trains_one_iteration(tmp_path, config, cls_layer):
                'bbox_head.cls_convs.2': 5, 'bbox_head.cls_convs.3': 10,
                'bbox_head.reg_convs.3': 10, f'bbox_head.{cls_layer}': 10,
                'bbox_head.loss_cls': 0, 'bbox_head.loss_bbox': 0}
-    snapshot = StudentSnapshot()
-    runner, calls = train_counting_calls(cfg, str(tmp_path / 'work'), options, tuple(counted),
-                                         hooks=[snapshot])
+    record = train_recorded(cfg, str(tmp_path / 'work'), options, count=tuple(counted))
+    runner, calls = record.runner, record.calls
     assert calls == counted
     logged = runner.message_hub.log_scalars
     names = {'loss_crosskd_cls', 'loss_crosskd_box'} | (
@@ -340,7 +339,7 @@ def test_config_trains_one_iteration(tmp_path, config, cls_layer):
                > 0 for n in names)
     assert any(key.startswith('train/student.') for key in logged)
     assert_teacher_unchanged(runner.model.teacher, ckpt)
-    moved = moved_tensors(snapshot.student, runner.model.student)
+    moved = record.moved('student')
     assert any(name.startswith('bbox_head.cls_convs.0.') for name in moved), moved
     stock = build_model_from_cfg(dict(cfg.model.architecture, pretrained=False), 'student')
     stock.load_state_dict(student_state_dict(runner.model.state_dict()), strict=True)

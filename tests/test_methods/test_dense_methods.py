@@ -8,8 +8,7 @@ import math
 import pytest
 from mmengine.config import Config
 
-from helpers import (StudentSnapshot, assert_teacher_unchanged, config_path, moved_tensors,
-                     tiny_run_options, train_counting_calls)
+from helpers import assert_teacher_unchanged, config_path, tiny_run_options, train_recorded
 from mmkd.apis.export import student_state_dict
 from mmkd.models import build_model_from_cfg
 
@@ -67,9 +66,8 @@ def test_config_trains_one_iteration(tmp_path, config, kind, loss_names, teacher
                                      reaches):
     cfg = Config.fromfile(config_path(config))
     options, ckpt = tiny_run_options(cfg, tmp_path, kind)
-    snapshot = StudentSnapshot()
-    runner, calls = train_counting_calls(cfg, str(tmp_path / 'work'), options,
-                                         tuple(teacher_calls), hooks=[snapshot])
+    record = train_recorded(cfg, str(tmp_path / 'work'), options, count=tuple(teacher_calls))
+    runner, calls = record.runner, record.calls
     logged = runner.message_hub.log_scalars
     for name in loss_names:
         value = logged[f'train/{name}'].current()
@@ -83,7 +81,7 @@ def test_config_trains_one_iteration(tmp_path, config, kind, loss_names, teacher
     assert any(key.startswith('train/student.') for key in logged)  # the task loss is on
     assert calls == teacher_calls
     assert_teacher_unchanged(runner.model.teacher, ckpt)
-    moved = moved_tensors(snapshot.student, runner.model.student)
+    moved = record.moved('student')
     assert any(name.startswith(reaches[0]) for name in moved), moved
     distill_gradient_reaches(runner, reaches)
     # the student's weights load strictly into the stock model of the config it names

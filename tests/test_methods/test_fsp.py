@@ -1,16 +1,12 @@
 """FSP: the FSP matrix and loss against hand computations, the ``taps`` form of tap pairs, the
 two-stage schedule of the digits config, and end-to-end training of every FSP config."""
-import copy
-
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.hooks import Hook
 from mmpretrain.structures import DataSample
 
 from data_factory import det_data_options, make_coco_detection
-from helpers import config_path, save_checkpoint_of, tiny_classifier
-from mmkd.apis.train import build_train_runner
+from helpers import config_path, save_checkpoint_of, tiny_classifier, train_recorded
 from mmkd.models.distillers.tap_pairs import expand_tap_pairs
 from mmkd.models.losses import FSPLoss, fsp_matrix
 from mmkd.registry import MODELS
@@ -128,52 +124,11 @@ def test_channel_mismatch_fails_at_build_time_and_connectors_fix_it(tmp_path):
 # -- the two-stage schedule and end-to-end training of each config ---------------------------
 
 
-class Observer(Hook):
-    """Snapshots the initialised student and teacher, and records after each training
-    iteration the loss names, the teacher's calls so far, the learning rate and the student's
-    head and first convolution."""
-
-    def before_train(self, runner):
-        model = runner.model
-        self.teacher_calls = 0
-        self.handle = model.teacher.register_forward_pre_hook(self._count)
-        self.student_before = copy.deepcopy(model.student.state_dict())
-        self.teacher_before = copy.deepcopy(model.teacher.state_dict())
-        self.records = []
-
-    def _count(self, *args):
-        self.teacher_calls += 1
-
-    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        student = runner.model.student
-        self.records.append(dict(
-            epoch=runner.epoch, keys=set(outputs), teacher_calls=self.teacher_calls,
-            lr=runner.optim_wrapper.get_lr()['lr'][0],
-            head=student.head.fc.weight.detach().clone() if hasattr(student, 'head') else None,
-            stem=student.backbone.conv1.weight.detach().clone()))
-
-    def after_train(self, runner):
-        self.handle.remove()
-
-
-def train_observed(config, work_dir, options):
-    """Train as tools/train.py does, with an :class:`Observer`."""
-    runner = build_train_runner(config, work_dir=work_dir, cfg_options=options)
-    observer = Observer()
-    runner.register_hook(observer)
-    runner.train()
-    return runner, observer
-
-
-def assert_trained(runner, observer, loss_names, loss_goes_down=True):
+def assert_trained(record, loss_names, loss_goes_down=True):
     """The teacher is bit-identical, the student moved, the distillation loss went down."""
-    model = runner.model
-    for key, value in model.teacher.state_dict().items():
-        assert torch.equal(value, observer.teacher_before[key]), f'teacher changed: {key}'
-    moved = [k for k, v in model.student.state_dict().items()
-             if v.is_floating_point() and not torch.equal(v, observer.student_before[k])]
-    assert len(moved) > 10
-    total = sum(runner.message_hub.get_scalar(f'train/{name}').data[0] for name in loss_names)
+    assert record.moved('teacher', floating_only=False) == [], 'teacher changed'
+    assert len(record.moved('student')) > 10
+    total = sum(record.history(name) for name in loss_names)
     assert all(total > 0)
     if loss_goes_down:
         assert total[-2:].mean() < total[:2].mean()
@@ -201,27 +156,30 @@ def test_two_stage_digits_config_switches_from_fsp_only_to_the_task_loss(tmp_pat
         'default_hooks.checkpoint.interval': 2,
         **NO_VALIDATION,
     }
-    runner, observer = train_observed(config_path('digits/fsp_two_stage_resnet18_w32_w4.py'),
-                                      str(tmp_path / 'work'), options)
-    head_before = observer.student_before['head.fc.weight']
-    stage1 = [r for r in observer.records if r['epoch'] == 0]
-    stage2 = [r for r in observer.records if r['epoch'] == 1]
+    record = train_recorded(config_path('digits/fsp_two_stage_resnet18_w32_w4.py'),
+                            str(tmp_path / 'work'), options,
+                            watch=['head.fc.weight', 'backbone.conv1.weight'])
+    head_before = record.before['student']['head.fc.weight']
+    stage1 = [row for row in record.rows if row['epoch'] == 0]
+    stage2 = [row for row in record.rows if row['epoch'] == 1]
     assert len(stage1) == len(stage2) == 4
-    for index, record in enumerate(stage1):  # FSP alone; the teacher runs; the head is frozen
-        assert record['keys'] == {'loss', *FSP_LOSSES}
-        assert record['teacher_calls'] == index + 1
-        assert torch.equal(record['head'], head_before)
-        assert record['lr'] == pytest.approx(0.05)  # constant in stage 1
-    assert not torch.equal(stage1[-1]['stem'], stage1[0]['stem'])  # the backbone learns
-    for record in stage2:  # the task loss alone; the teacher no longer runs
-        assert record['keys'] == {'loss', 'student.loss'}
-        assert record['teacher_calls'] == len(stage1)
-    assert not torch.equal(stage2[-1]['head'], head_before)
+    for row in stage1:  # FSP alone; the teacher runs once per step; the head is frozen
+        assert set(row['losses']) == {'loss', *FSP_LOSSES}
+        assert row['teacher_calls'] == 1
+        assert torch.equal(row['watched']['head.fc.weight'], head_before)
+        assert row['lr'] == pytest.approx(0.05)  # constant in stage 1
+    stems = [row['watched']['backbone.conv1.weight'] for row in stage1]
+    assert not torch.equal(stems[-1], stems[0])  # the backbone learns
+    for row in stage2:  # the task loss alone; the teacher no longer runs
+        assert set(row['losses']) == {'loss', 'student.loss'}
+        assert row['teacher_calls'] == 0
+    assert not torch.equal(stage2[-1]['watched']['head.fc.weight'], head_before)
     # the optimizer state was cleared at the switch: the connectors, idle in stage 2, have none
+    runner = record.runner
     state = runner.optim_wrapper.optimizer.state
     assert all(p not in state for p in runner.model.distiller.connectors.parameters())
     assert any(p in state for p in runner.model.student.parameters())
-    assert_trained(runner, observer, FSP_LOSSES)
+    assert_trained(record, FSP_LOSSES)
 
 
 def test_one_stage_digits_config_trains_with_the_task_and_fsp_losses(tmp_path):
@@ -232,9 +190,10 @@ def test_one_stage_digits_config_trains_with_the_task_and_fsp_losses(tmp_path):
                'train_dataloader.dataset.shots_per_class': 1, 'train_dataloader.batch_size': 5,
                'train_cfg.max_epochs': 3, 'param_scheduler.T_max': 3,
                'default_hooks.checkpoint.interval': 3, **NO_VALIDATION}
-    runner, observer = train_observed(cfg, str(tmp_path / 'work'), options)
-    assert all(r['keys'] == {'loss', 'student.loss', *FSP_LOSSES} for r in observer.records)
-    assert_trained(runner, observer, FSP_LOSSES)
+    record = train_recorded(cfg, str(tmp_path / 'work'), options)
+    assert all(set(row['losses']) == {'loss', 'student.loss', *FSP_LOSSES}
+               for row in record.rows)
+    assert_trained(record, FSP_LOSSES)
 
 
 def thin_pair(cfg, tmp_path, thin, dry_run_shape):
@@ -265,10 +224,10 @@ def test_mmpretrain_pair_two_stage_config_runs(tmp_path):
         'train_cfg': dict(_delete_=True, by_epoch=True, max_epochs=3),
         'default_hooks.checkpoint.interval': 3,
     }
-    runner, observer = train_observed(cfg, str(tmp_path / 'work'), options)
-    assert [r['keys'] for r in observer.records] == (
+    record = train_recorded(cfg, str(tmp_path / 'work'), options)
+    assert [set(row['losses']) for row in record.rows] == (
         [{'loss', *FSP_LOSSES}] * 4 + [{'loss', 'student.loss'}] * 2)
-    assert_trained(runner, observer, FSP_LOSSES)
+    assert_trained(record, FSP_LOSSES)
 
 
 def test_mmdet_backbone_pair_config_runs(tmp_path):
@@ -279,11 +238,10 @@ def test_mmdet_backbone_pair_config_runs(tmp_path):
              bbox_head=dict(in_channels=16, feat_channels=16, stacked_convs=1)),
         (3, 64, 64))
     info = make_coco_detection(tmp_path / 'coco', num_images=2)
-    runner, observer = train_observed(cfg, str(tmp_path / 'work'),
-                                      det_data_options(info, max_iters=3))
-    assert {'student.loss_cls', 'student.loss_bbox', *FSP_LOSSES} <= observer.records[-1]['keys']
+    record = train_recorded(cfg, str(tmp_path / 'work'), det_data_options(info, max_iters=3))
+    assert {'student.loss_cls', 'student.loss_bbox', *FSP_LOSSES} <= set(record.rows[-1]['losses'])
     # a few detection iterations barely change the backbone: not asserted that FSP goes down
-    assert_trained(runner, observer, FSP_LOSSES, loss_goes_down=False)
+    assert_trained(record, FSP_LOSSES, loss_goes_down=False)
 
 
 def test_fsp_matrix_is_float32_under_autocast():

@@ -12,7 +12,7 @@ from mmpretrain.structures import DataSample
 from data_factory import (cls_data_options, det_data_options, make_classification_dataset,
                           make_coco_detection, make_segmentation_dataset, seg_data_options)
 from helpers import (assert_teacher_unchanged, config_path, digits_options, save_checkpoint_of,
-                     tiny_classifier, train, train_counting_calls)
+                     tiny_classifier, train, train_recorded)
 from mmkd.engine import measure_empirical_margins
 from mmkd.models import OFDLoss, OFDTeacherConnector, build_model_from_cfg, gaussian_margin
 from mmkd.registry import MODELS
@@ -309,8 +309,9 @@ def test_detection_configs_train_without_running_the_teacher_heads(tmp_path, con
     options.update({'model.teacher.pretrained': False, 'model.teacher_ckpt': ckpt,
                     'model.architecture.backbone.init_cfg': None,
                     'model.dry_run_shape': (3, 64, 64)})
-    runner, calls = train_counting_calls(cfg, str(tmp_path / 'work'), options,
-                                         ('backbone.layer4', ) + heads)
+    record = train_recorded(cfg, str(tmp_path / 'work'), options,
+                            count=('backbone.layer4', ) + heads)
+    runner, calls = record.runner, record.calls
     assert calls == dict({'backbone.layer4': 1}, **{head: 0 for head in heads})
     assert_distill_losses_logged_and_finite(runner)
     assert_teacher_unchanged(runner.model.teacher, ckpt)
@@ -330,8 +331,9 @@ def test_segmentation_config_trains_one_iteration(tmp_path):
     # mmseg calls decode_head.forward directly, which module hooks do not see: count the
     # heads' layers
     heads = ('decode_head.conv_seg', 'auxiliary_head.conv_seg')
-    runner, calls = train_counting_calls(cfg, str(tmp_path / 'work'), options,
-                                         ('backbone.layer4', ) + heads)
+    record = train_recorded(cfg, str(tmp_path / 'work'), options,
+                            count=('backbone.layer4', ) + heads)
+    runner, calls = record.runner, record.calls
     assert calls == dict({'backbone.layer4': 1}, **{head: 0 for head in heads})
     assert_distill_losses_logged_and_finite(runner)
     assert_teacher_unchanged(runner.model.teacher, ckpt)

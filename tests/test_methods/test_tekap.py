@@ -1,18 +1,15 @@
 """TeKAP: the logit and feature losses against hand computations drawing the same noise, N = 0
 against KD, fresh noise at every step, composition with FitNets and OFD, and training runs of
 the digits, mmpretrain and mmdet configs."""
-import copy
 import math
 
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.hooks import Hook
 
 from data_factory import (cls_data_options, det_data_options, make_classification_dataset,
                           make_coco_detection)
-from helpers import config_path, save_checkpoint_of
-from mmkd.apis.train import build_train_runner
+from helpers import config_path, save_checkpoint_of, train_recorded
 from mmkd.models.losses import (FitNetsLoss, KDLoss, OFDLoss, TeKAPFeatureLoss, TeKAPLoss,
                                 perturbed_views)
 
@@ -131,30 +128,15 @@ def test_feature_loss_with_zero_views_is_the_wrapped_loss():
 # -- training runs ---------------------------------------------------------------------------
 
 
-class Snapshot(Hook):
-    """The initialised student and teacher, taken when training starts."""
-
-    def before_train(self, runner):
-        self.student = copy.deepcopy(runner.model.student.state_dict())
-        self.teacher = copy.deepcopy(runner.model.teacher.state_dict())
-
-
 def train_and_check(cfg, work_dir, options, loss_names):
     """Train like tools/train.py; the teacher stays bit-identical, the student moves and every
     named distillation loss is logged at each iteration and finite."""
-    runner = build_train_runner(cfg, work_dir=work_dir, cfg_options=options)
-    snapshot = Snapshot()
-    runner.register_hook(snapshot)
-    runner.train()
-    model = runner.model
-    assert all(torch.equal(v, snapshot.teacher[k]) for k, v in model.teacher.state_dict().items())
-    moved = [k for k, v in model.student.state_dict().items()
-             if v.is_floating_point() and not torch.equal(v, snapshot.student[k])]
-    assert len(moved) > 10
-    histories = {name: runner.message_hub.get_scalar(f'train/{name}').data[0]
-                 for name in loss_names}
-    assert all(len(h) == runner.iter and (h > 0).all() for h in histories.values())
-    return runner, histories
+    record = train_recorded(cfg, work_dir, options)
+    assert record.moved('teacher', floating_only=False) == []
+    assert len(record.moved('student')) > 10
+    histories = {name: record.history(name) for name in loss_names}
+    assert all(len(h) == record.runner.iter and (h > 0).all() for h in histories.values())
+    return record.runner, histories
 
 
 def test_digits_logit_and_feature_config_trains(tmp_path):
