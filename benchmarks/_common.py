@@ -42,7 +42,7 @@ from mmengine.logging import MMLogger  # noqa: E402
 from mmengine.optim import build_optim_wrapper  # noqa: E402
 
 from mmkd.models import build_model_from_cfg  # noqa: E402
-from mmkd.models.builder import strip_pretrained_init  # noqa: E402
+from mmkd.utils.config import strip_pretrained_init  # noqa: E402
 from mmkd.models.algorithms.teacher import (freeze, set_teacher_mode,  # noqa: E402
                                             use_batch_statistics_without_updates)
 from mmkd.models.recorders import (FunctionOutputsRecorder,  # noqa: E402

@@ -17,8 +17,9 @@ import torch
 import torch.nn as nn
 from mmengine.model import BaseModel
 
-from mmkd.models.builder import build_model_from_cfg, read_config, strip_pretrained_init
+from mmkd.models.builder import build_model_from_cfg
 from mmkd.models.data_samples import dummy_data_samples
+from mmkd.utils.config import read_config, strip_pretrained_init
 from mmkd.utils.errors import ConfigTypeError, NameNotFoundError
 from mmkd.models.recorders import (MethodOutputsRecorder, ModuleOutputsRecorder, PreReLURecorder,
                                    RecordedTensorChanged, RecorderManager)

@@ -2,14 +2,14 @@
 import os.path as osp
 from typing import Optional, Union
 
-from mmengine.config import Config, DictAction  # noqa: F401 (DictAction re-exported for tools)
+from mmengine.config import Config
 from mmengine.hooks import CheckpointHook
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner, find_latest_checkpoint
 
-from mmkd.models.builder import read_config
 from mmkd.utils import register_all_modules, trust_checkpoint_dir
 from mmkd.utils.checkpoint import set_checkpoint_role
+from mmkd.utils.config import read_config
 from mmkd.utils.dist import setup_distributed
 from mmkd.utils.errors import UserFileNotFoundError
 

@@ -23,7 +23,7 @@ from mmengine.runner import Runner, find_latest_checkpoint
 
 from mmkd.apis.test import build_test_runner
 from mmkd.apis.train import build_train_runner
-from mmkd.models.builder import mmkd_config_path
+from mmkd.utils.config import mmkd_config_path
 from mmkd.utils.errors import ConfigError, NameNotFoundError
 from .progress import TrainingProgress
 

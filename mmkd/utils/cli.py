@@ -6,7 +6,7 @@
 A :class:`~mmkd.utils.errors.UserError` (also when it caused another error) is printed as one
 message block, without a traceback, and the process exits with status 2. So is a mistake that
 mmengine reports itself: a config ``type`` that is not in the registry. (Configs that cannot be
-read are reported by :func:`mmkd.models.builder.read_config`.) ``--debug`` on the command line or
+read are reported by :func:`mmkd.utils.config.read_config`.) ``--debug`` on the command line or
 ``MMKD_DEBUG=1`` in the environment lets the error through with its traceback. Any other
 exception is an internal bug and keeps its traceback (exit status 1).
 

@@ -6,8 +6,9 @@ import torch
 import torch.nn as nn
 
 from helpers import save_checkpoint_of, tiny_classifier
-from mmkd.models.builder import build_model_from_cfg, read_config
+from mmkd.models.builder import build_model_from_cfg
 from mmkd.registry import MODELS
+from mmkd.utils.config import read_config
 from mmkd.utils.errors import (ConfigError, ConfigRuntimeError, ModuleImportError,
                                NameNotFoundError, UserError, UserFileNotFoundError)
 

@@ -8,8 +8,9 @@ from mmengine.model import BaseModel
 from mmengine.structures import BaseDataElement
 
 from mmkd.registry import MODELS, build_component
+from mmkd.utils.config import merge_dicts
 from mmkd.utils.errors import ConfigError, ConfigRuntimeError, find_user_error
-from ..builder import build_model_from_cfg, merge_dicts
+from ..builder import build_model_from_cfg
 from ..connectors.base_connector import connector_dry_run
 from ..data_samples import dummy_data_samples
 from .teacher import (NORM_MODES, freeze, load_teacher_checkpoint, set_teacher_mode,
