@@ -1,66 +1,27 @@
-"""Take the student alone out of a distillation checkpoint.
+"""Where a student is exported: the student of a distillation checkpoint, written as a
+checkpoint of the stock student model (``tools/export_student.py``), and checked.
 
-Both writers of student-only checkpoints — :func:`export_student` (``tools/export_student.py``)
-and :class:`mmkd.engine.StudentCheckpointHook` — build the file with
-:func:`make_student_checkpoint` and write it with :func:`mmkd.utils.checkpoint.atomic_save`.
+The keys of distillation, student and MMRazor checkpoints, the layout of a student checkpoint
+and its one writer (:func:`~mmkd.models.algorithms.checkpoint_layout.save_student_checkpoint`,
+also used by :class:`mmkd.engine.StudentCheckpointHook` while training) live in
+:mod:`mmkd.models.algorithms.checkpoint_layout`.
 """
 import os.path as osp
-from collections import OrderedDict
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Tuple
 
-import torch
+from mmkd.models.algorithms.checkpoint_layout import (STUDENT_PREFIXES, check_state_dict,
+                                                      describe_checkpoint,
+                                                      make_student_checkpoint,
+                                                      save_student_checkpoint,
+                                                      state_dict_of, student_checkpoint,
+                                                      student_state_dict)
+from mmkd.utils.checkpoint import load_checkpoint_file
+from mmkd.utils.errors import UserFileExistsError
 
-from mmkd.utils.checkpoint import atomic_save, load_checkpoint_file, to_weights_only_safe
-from mmkd.utils.errors import CheckpointMismatchError, UserFileExistsError
-
-#: Key prefixes of the student in a distillation state dict: mmkd's, then MMRazor's.
-STUDENT_PREFIXES = ('student.', 'architecture.')
-
-
-def student_state_dict(state_dict: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
-    """The student's weights of a distillation algorithm's state dict, prefix removed.
-
-    Reads mmkd's ``student.`` keys, or MMRazor's ``architecture.`` keys.
-
-    Raises:
-        CheckpointMismatchError: The state dict holds no student keys (not a distillation
-            checkpoint); also a ``KeyError``.
-    """
-    for prefix in STUDENT_PREFIXES:
-        student = OrderedDict((key[len(prefix):], value)
-                              for key, value in state_dict.items() if key.startswith(prefix))
-        if student:
-            return student
-    sample = list(state_dict)[:3]
-    raise CheckpointMismatchError(
-        f'no {" or ".join(map(repr, STUDENT_PREFIXES))} keys in this state dict (e.g. '
-        f'{sample}); it is not the checkpoint of a distillation algorithm.')
-
-
-def make_student_checkpoint(student_state: Mapping[str, torch.Tensor],
-                            meta: Optional[dict] = None) -> dict:
-    """The checkpoint of a student alone: the one layout of every student-only file.
-
-    Args:
-        student_state: The student's state dict, under the stock model's keys.
-        meta: The run's ``meta`` (``epoch``, ``iter``, ``dataset_meta``...); stored as
-            tensors and plain containers with ``exported_from_distillation=True`` added.
-
-    Returns:
-        dict: ``{'meta': ..., 'state_dict': ...}`` with detached CPU tensors; loads with
-        ``torch.load(weights_only=True)`` and strictly into the stock student model.
-    """
-    meta = to_weights_only_safe(dict(meta or {}, exported_from_distillation=True))
-    state = OrderedDict((key, value.detach().cpu()) for key, value in student_state.items())
-    return {'meta': meta, 'state_dict': state}
-
-
-def student_checkpoint(checkpoint: dict) -> dict:
-    """The student of a distillation checkpoint with the run's ``meta`` (see
-    :func:`make_student_checkpoint`); loads strictly into the stock student model
-    (``load_checkpoint`` and ``tools/test.py`` of the student config)."""
-    state = checkpoint.get('state_dict', checkpoint)
-    return make_student_checkpoint(student_state_dict(state), checkpoint.get('meta', {}))
+__all__ = [
+    'STUDENT_PREFIXES', 'check_export_paths', 'check_student_checkpoint', 'export_student',
+    'make_student_checkpoint', 'student_checkpoint', 'student_state_dict'
+]
 
 
 def check_export_paths(checkpoint_path: str, out_path: str, force: bool = False) -> None:
@@ -104,7 +65,8 @@ def export_student(checkpoint_path: str, out_path: str, trusted: bool = False,
     checkpoint = load_checkpoint_file(checkpoint_path, 'cpu', trusted,
                                       role='distillation checkpoint',
                                       trust_option='add --trust (trusted=True)')
-    return atomic_save(student_checkpoint(checkpoint), out_path)
+    state = state_dict_of(checkpoint, f'distillation checkpoint {checkpoint_path}')
+    return save_student_checkpoint(student_state_dict(state), checkpoint.get('meta'), out_path)
 
 
 def check_student_checkpoint(config: str, checkpoint_path: str) -> Tuple[int, int]:
@@ -119,17 +81,17 @@ def check_student_checkpoint(config: str, checkpoint_path: str) -> Tuple[int, in
         tuple: The number of tensors loaded and of parameters in the model.
 
     Raises:
-        CheckpointMismatchError: Missing or unexpected keys (how many, and the first of each);
-            also a ``KeyError``.
+        CheckpointMismatchError: Missing, unexpected or resized keys (how many, and the first
+            of each); also a ``KeyError``.
     """
     from .taps import load_models
     model = next(iter(load_models(config, roles=('student', )).values()))
-    state = load_checkpoint_file(checkpoint_path, 'cpu', role='student checkpoint')
-    state = state.get('state_dict', state)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointMismatchError(
-            f'{checkpoint_path} does not load strictly into the student of {config}: '
-            f'{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected '
-            f'keys (e.g. {unexpected[:3]}).')
+    state = state_dict_of(load_checkpoint_file(checkpoint_path, 'cpu', role='student checkpoint'),
+                          f'student checkpoint {checkpoint_path}')
+    expected = model.state_dict()
+    check_state_dict(
+        state, expected, f'{checkpoint_path} does not load strictly into the student of {config}',
+        f'{describe_checkpoint(state, expected)}Fix: check it with the distillation config that '
+        'wrote it or with the stock config of its student.', optional_suffixes=())
+    model.load_state_dict(state, strict=True)
     return len(state), sum(p.numel() for p in model.parameters())

@@ -12,13 +12,12 @@ before the Runner copies it in; the accepted pairs are
 - a stock (student) config with a distillation checkpoint (mmkd's ``student.`` keys or
   MMRazor's ``architecture.`` keys): the student part is loaded, and one log line says so.
 
-Anything else raises :class:`~mmkd.utils.errors.CheckpointMismatchError`.
+Anything else raises :class:`~mmkd.utils.errors.CheckpointMismatchError`. How the keys of these
+checkpoints look, how the student is taken out and how a state dict is compared with the model:
+:mod:`mmkd.models.algorithms.checkpoint_layout`.
 """
-import re
-from collections import OrderedDict
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Optional, Tuple, Union
 
-import torch
 import torch.nn as nn
 from mmengine.config import Config
 from mmengine.hooks import Hook
@@ -26,58 +25,24 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from mmkd.models.algorithms import SingleTeacherDistill
+from mmkd.models.algorithms.checkpoint_layout import (StateDict, check_state_dict,
+                                                      describe_checkpoint, holds_student_alone,
+                                                      state_for_model)
 from mmkd.registry import MODELS
 from mmkd.utils.checkpoint import set_checkpoint_role
 from mmkd.utils.dist import setup_cpu_distributed, unwrap_model
-from mmkd.utils.errors import CheckpointMismatchError, ConfigError
-from .export import STUDENT_PREFIXES, student_state_dict
+from mmkd.utils.errors import ConfigError
 from .train import load_run_config
 
-StateDict = Dict[str, torch.Tensor]
-#: Wrapper prefixes removed before matching, as mmengine's ``Runner.load_checkpoint`` does.
-_WRAPPER_PREFIX = re.compile(r'^module\.')
-#: How many keys of each kind a mismatch message lists.
-SHOWN_KEYS = 3
 
-
-def _strip_wrapper_prefix(state: StateDict) -> StateDict:
-    stripped = OrderedDict((_WRAPPER_PREFIX.sub('', key), value) for key, value in state.items())
-    metadata = getattr(state, '_metadata', None)
-    if metadata is not None:
-        stripped._metadata = OrderedDict(
-            (_WRAPPER_PREFIX.sub('', key), value) for key, value in metadata.items())
-    return stripped
-
-
-def _student_part(state: StateDict) -> StateDict:
-    """:func:`student_state_dict`, keeping the per-module ``_metadata`` (state versions)."""
-    student = student_state_dict(state)
-    metadata = getattr(state, '_metadata', None)
-    prefix = next(p for p in STUDENT_PREFIXES if any(k.startswith(p) for k in state))
-    if metadata is not None:
-        student._metadata = OrderedDict(
-            (key[len(prefix):] if key.startswith(prefix) else '', value)
-            for key, value in metadata.items()
-            if key.startswith(prefix) or key == prefix[:-1])
-    return student
-
-
-def _has_prefix(keys, prefixes: Tuple[str, ...]) -> bool:
-    return any(key.startswith(prefixes) for key in keys)
-
-
-def _shown(keys: List[str]) -> str:
-    return f'{len(keys)} (e.g. {keys[:SHOWN_KEYS]})' if keys else '0'
-
-
-def _mismatch_hint(model: nn.Module, state: StateDict, config: str) -> str:
-    if isinstance(model, SingleTeacherDistill) and not _has_prefix(state, STUDENT_PREFIXES) \
-            and set(state) & set(model.student.state_dict()):
-        return ('It holds a student alone (e.g. from tools/export_student.py). Fix: test it with '
-                f"the student's own config (the config that {config}'s `architecture` names), "
-                'not with the distillation config.')
-    return ('tools/test.py loads checkpoints strictly. Fix: test it with the config it was '
-            'trained with (a distillation checkpoint: its distillation config or the '
+def _mismatch_fix(state: StateDict, expected: StateDict, config: str) -> str:
+    """What the checkpoint is, and which config tests it."""
+    found = describe_checkpoint(state, expected)
+    if holds_student_alone(state, expected):
+        return (f"{found}Fix: test it with the student's own config (the config that "
+                f"{config}'s `architecture` names), not with the distillation config.")
+    return (f'{found}tools/test.py loads checkpoints strictly. Fix: test it with the config it '
+            "was trained with (a distillation checkpoint: its distillation config or the "
             "student's config).")
 
 
@@ -101,27 +66,12 @@ def state_dict_for_test(model: nn.Module, state: StateDict, filename: str,
         CheckpointMismatchError: Keys are missing, unexpected or of another shape; names the
             file, how many of each and the first ones.
     """
-    state = _strip_wrapper_prefix(state)
     expected = model.state_dict()
-    from_distillation = (not _has_prefix(expected, STUDENT_PREFIXES)
-                         and _has_prefix(state, STUDENT_PREFIXES))
-    if from_distillation:
-        state = _student_part(state)
-    # BN's num_batches_tracked may be missing: torch fills it in older checkpoints
-    missing = [key for key in expected
-               if key not in state and not key.endswith('num_batches_tracked')]
-    unexpected = [key for key in state if key not in expected]
-    resized = [f'{key}: {tuple(state[key].shape)} vs {tuple(value.shape)}'
-               for key, value in expected.items()
-               if key in state and tuple(state[key].shape) != tuple(value.shape)]
-    if missing or unexpected or resized:
-        part = 'the student part of distillation checkpoint' if from_distillation \
-            else 'checkpoint'
-        raise CheckpointMismatchError(
-            f'{part} {filename} does not match the model of {config} '
-            f'({type(model).__name__}): missing keys: {_shown(missing)}; unexpected keys: '
-            f'{_shown(unexpected)}; keys of another shape (checkpoint vs model): '
-            f'{_shown(resized)}. {_mismatch_hint(model, state, config)}')
+    state, from_distillation = state_for_model(state, expected)
+    part = 'the student part of distillation checkpoint' if from_distillation else 'checkpoint'
+    check_state_dict(
+        state, expected, f'{part} {filename} does not match the model of {config} '
+        f'({type(model).__name__})', _mismatch_fix(state, expected, config))
     return state, from_distillation
 
 

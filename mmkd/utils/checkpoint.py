@@ -21,10 +21,16 @@ Writing: :func:`atomic_save` and :class:`AtomicLocalBackend` write to a temporar
 target's folder, flush and ``fsync`` it, then ``os.replace`` it onto the target, so a process
 killed while saving leaves the previous file intact and never a partial one under the target's
 name.
+
+What the files hold is elsewhere: the keys of distillation, student and MMRazor checkpoints,
+how the student is taken out and the one writer of student checkpoints in
+:mod:`mmkd.models.algorithms.checkpoint_layout`; where a teacher checkpoint is loaded in
+:mod:`mmkd.models.algorithms.teacher`; where a student is exported in :mod:`mmkd.apis.export`.
 """
 import os
 import os.path as osp
 import pickle
+import re
 import secrets
 import zipfile
 from contextlib import contextmanager
@@ -43,6 +49,7 @@ TRUSTED_DIRS_ENV = 'MMKD_TRUSTED_CHECKPOINT_DIRS'
 ATOMIC_BACKEND = 'mmkd_atomic_local'
 #: Suffix of the temporary files of an atomic write (``.<name>.<pid>.<hex>.partial``).
 PARTIAL_SUFFIX = '.partial'
+_PARTIAL_NAME = re.compile(r'^\..+\.\d+\.[0-9a-f]{8}' + re.escape(PARTIAL_SUFFIX) + '$')
 # The first bytes of a checkpoint in torch's legacy (pre-1.6, non-zip) format.
 _LEGACY_HEAD = b'\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19'
 
@@ -266,6 +273,12 @@ def atomic_open(filename: str, mode: str = 'wb') -> Iterator[IO]:
             os.remove(temporary)
         raise
     _fsync_dir(directory)
+
+
+def is_partial_file(name: str) -> bool:
+    """Whether the file name ``name`` is that of a temporary file of :func:`atomic_open`
+    (``.<name>.<pid>.<8 hex digits>.partial``), left behind by a process killed while writing."""
+    return _PARTIAL_NAME.match(name) is not None
 
 
 def atomic_save(obj: Any, filename: str) -> str:

@@ -11,10 +11,12 @@ from mmengine.runner import load_checkpoint
 
 from helpers import (config_path, digits_options, run_tool, save_checkpoint_of, tiny_classifier,
                      train)
-from mmkd.apis.export import check_student_checkpoint, export_student, student_state_dict
+from mmkd.apis.export import check_student_checkpoint, export_student
 from mmkd.apis.test import build_test_runner
 from mmkd.models import build_model_from_cfg
+from mmkd.models.algorithms.checkpoint_layout import STUDENT_META_KEYS, student_state_dict
 from mmkd.registry import MODELS
+from mmkd.utils.errors import CheckpointMismatchError
 
 BN = dict(type='BN', requires_grad=True)
 STUDENTS = {
@@ -113,6 +115,14 @@ def test_digits_round_trip_and_student_checkpoint_hook(tmp_path, capsys):
     hook_state = torch.load(work / 'student_last.pth', weights_only=True)['state_dict']
     torch.testing.assert_close(hook_state, torch.load(exported, weights_only=True)['state_dict'],
                                rtol=0, atol=0)
+    # one layout: the hook's file and the export of the run's checkpoint after the same epoch
+    # carry the same meta (only the time of writing differs)
+    hook_meta = torch.load(work / 'student_epoch_2.pth', weights_only=True)['meta']
+    export_meta = torch.load(exported, weights_only=True)['meta']
+    assert set(hook_meta) == set(export_meta) == {*STUDENT_META_KEYS, 'exported_from_distillation'}
+    assert {k: v for k, v in hook_meta.items() if k != 'time'} == {
+        k: v for k, v in export_meta.items() if k != 'time'}
+    assert hook_meta['epoch'] == 2 and 'teacher_ckpt' in hook_meta['cfg']  # the KD run's
 
 
 def test_export_reads_mmrazor_keys_and_refuses_other_checkpoints(tmp_path, capsys):
@@ -127,6 +137,21 @@ def test_export_reads_mmrazor_keys_and_refuses_other_checkpoints(tmp_path, capsy
         export_student(str(plain), str(plain))
     with pytest.raises(FileNotFoundError, match='missing.pth'):
         run_export([tmp_path / 'missing.pth', tmp_path / 'out.pth'], capsys)
+
+
+def test_export_check_names_the_keys_of_another_shape(tmp_path, capsys):
+    """--config compares shapes too: the report names the keys, not a torch size error."""
+    teacher = Config.fromfile(config_path('digits/teacher_resnet18_w32.py')).model.to_dict()
+    state = torch.load(save_checkpoint_of(teacher, str(tmp_path / 'teacher.pth')),
+                       weights_only=True)['state_dict']
+    distill_ckpt = tmp_path / 'distill.pth'  # a distillation checkpoint whose student is w32
+    torch.save({'state_dict': {f'student.{k}': v for k, v in state.items()}}, distill_ckpt)
+    with pytest.raises(CheckpointMismatchError, match=(
+            r'does not load strictly into the student of .*student_resnet18_w4\.py: missing '
+            r'keys: 0; unexpected keys: 0; keys of another shape \(checkpoint vs model\): \d+ '
+            r"\(e\.g\. \['backbone\.conv1\.weight: \(32, 3, \d+, \d+\) vs \(4, 3")):
+        run_export([distill_ckpt, tmp_path / 'student.pth', '--config',
+                    config_path('digits/student_resnet18_w4.py')], capsys)
 
 
 def test_student_checkpoint_hook_refuses_a_plain_model(tmp_path):

@@ -1,7 +1,6 @@
 """Checkpoints that are complete or absent, never half-written, and never lost to a kill."""
 import os
 import os.path as osp
-import re
 from typing import List, Set
 
 from mmengine.dist import is_main_process
@@ -9,10 +8,7 @@ from mmengine.fileio import LocalBackend, get_file_backend
 from mmengine.hooks import CheckpointHook
 
 from mmkd.registry import HOOKS
-from mmkd.utils.checkpoint import ATOMIC_BACKEND, PARTIAL_SUFFIX, atomic_write_text
-
-#: The temporary files of :func:`mmkd.utils.checkpoint.atomic_open` (``.<name>.<pid>.<hex>``).
-_PARTIAL_NAME = re.compile(r'^\..+\.\d+\.[0-9a-f]{8}' + re.escape(PARTIAL_SUFFIX) + '$')
+from mmkd.utils.checkpoint import ATOMIC_BACKEND, atomic_write_text, is_partial_file
 
 
 class _DeferredRemoval:
@@ -89,7 +85,7 @@ class AtomicCheckpointHook(CheckpointHook):
         if not osp.isdir(self.out_dir):
             return
         for name in sorted(os.listdir(self.out_dir)):
-            if _PARTIAL_NAME.match(name):
+            if is_partial_file(name):
                 os.remove(osp.join(self.out_dir, name))
                 runner.logger.info(f'Removed {name}: an incomplete checkpoint of a run that '
                                    'was killed while saving.')

@@ -1,10 +1,9 @@
-"""Write checkpoints that load with ``torch.load(weights_only=True)``."""
+"""Write checkpoints that load with ``torch.load(weights_only=True)``; the conversion itself is
+:func:`mmkd.utils.checkpoint.to_weights_only_safe`."""
 from mmengine.hooks import Hook
 
 from mmkd.registry import HOOKS
 from mmkd.utils.checkpoint import from_weights_only_safe, to_weights_only_safe
-
-__all__ = ['SafeCheckpointHook', 'from_weights_only_safe', 'to_weights_only_safe']
 
 
 @HOOKS.register_module()

@@ -1,61 +1,22 @@
-"""Refuse, before training, a checkpoint that does not fit the run that resumes or loads it."""
-import re
-from typing import Dict, List, Optional
+"""Refuse, before training, a checkpoint that does not fit the run that resumes or loads it.
 
-import torch
+The model's keys and shapes are compared, and the mismatch reported, by
+:func:`mmkd.models.algorithms.checkpoint_layout.check_state_dict`, as for ``tools/test.py``.
+"""
+from typing import Optional
+
 from mmengine.hooks import Hook
 from mmengine.optim import OptimWrapper
 
+from mmkd.models.algorithms.checkpoint_layout import (check_state_dict, describe_checkpoint,
+                                                      state_dict_of, strip_wrapper_prefix)
 from mmkd.registry import HOOKS
 from mmkd.utils.dist import unwrap_model
 from mmkd.utils.errors import CheckpointMismatchError
 
-#: What mmengine's ``Runner.load_checkpoint`` strips from every key (its ``revise_keys``).
-_WRAPPER_PREFIX = re.compile(r'^module\.')
 #: Scheduler settings that mmengine fills from the run (``end``: ``max_epochs``) and then
 #: overwrites with the checkpoint's on resume.
 _SCHEDULER_BOUNDS = ('begin', 'end', 'T_max')
-_SHOWN = 3
-
-
-def state_dict_mismatch(state: Dict[str, torch.Tensor],
-                        expected: Dict[str, torch.Tensor]) -> Dict[str, List[str]]:
-    """How ``state`` differs from a model's ``expected`` state dict.
-
-    ``num_batches_tracked`` buffers may be missing (mmengine and torch accept that).
-
-    Returns:
-        dict: ``missing`` and ``unexpected`` keys, and ``resized`` entries
-        (``'key: checkpoint shape vs model shape'``); all empty when the state fits.
-    """
-    missing = [k for k in expected if k not in state and not k.endswith('num_batches_tracked')]
-    unexpected = [k for k in state if k not in expected]
-    resized = [f'{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}' for k, v in expected.items()
-               if k in state and hasattr(state[k], 'shape')
-               and tuple(state[k].shape) != tuple(v.shape)]
-    return dict(missing=missing, unexpected=unexpected, resized=resized)
-
-
-def _summary(mismatch: Dict[str, List[str]]) -> str:
-    parts = []
-    for kind, label in (('missing', 'missing keys'), ('unexpected', 'unexpected keys'),
-                        ('resized', 'keys of another shape (checkpoint vs model)')):
-        keys = mismatch[kind]
-        if keys:
-            parts.append(f'{len(keys)} {label}, e.g. {keys[:_SHOWN]}')
-    return '; '.join(parts)
-
-
-def _diagnosis(state: Dict[str, torch.Tensor], expected: Dict[str, torch.Tensor]) -> str:
-    """A hint when the checkpoint is the student alone, or a whole distillation checkpoint."""
-    if state and all(f'student.{k}' in expected for k in state):
-        return ('It holds the student alone (tools/export_student.py or StudentCheckpointHook '
-                'write such files), not the distillation run. ')
-    if any(k.startswith('student.') for k in state) and not any(
-            k.startswith('student.') for k in expected):
-        return ('It is a distillation checkpoint and this config trains a plain model: '
-                'tools/export_student.py takes its student out. ')
-    return ''
 
 
 @HOOKS.register_module()
@@ -107,12 +68,8 @@ class StrictLoadHook(Hook):
 
     def _check_model(self, runner, checkpoint: dict) -> None:
         model = unwrap_model(runner.model)
-        state = checkpoint.get('state_dict', checkpoint)
-        state = {_WRAPPER_PREFIX.sub('', key): value for key, value in state.items()}
+        state = strip_wrapper_prefix(state_dict_of(checkpoint))
         expected = model.state_dict()
-        mismatch = state_dict_mismatch(state, expected)
-        if not any(mismatch.values()):
-            return
         if self.resume:
             fix = ('Resume from a checkpoint that a run of this same config wrote (its work '
                    "dir's epoch_N.pth / iter_N.pth, or --resume without a path for the "
@@ -124,10 +81,9 @@ class StrictLoadHook(Hook):
                    "mismatching weights silently). To initialise a part of the model, use "
                    "init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...) on that part "
                    '(e.g. the student: the architecture dict), which loads what fits.')
-        raise CheckpointMismatchError(
-            f'{self._what}: its weights do not match the model of this config '
-            f'({type(model).__name__}): {_summary(mismatch)}. '
-            f'{_diagnosis(state, expected)}Fix: {fix}')
+        check_state_dict(
+            state, expected, f'{self._what}: its weights do not match the model of this config '
+            f'({type(model).__name__})', f'{describe_checkpoint(state, expected)}Fix: {fix}')
 
     def _check_meta(self, checkpoint: dict) -> None:
         meta = checkpoint.get('meta')

@@ -1,12 +1,18 @@
-"""Save student-only checkpoints while a distillation trains."""
+"""Save student-only checkpoints while a distillation trains.
+
+The file's layout and its one writer live in :mod:`mmkd.models.algorithms.checkpoint_layout`;
+``tools/export_student.py`` (:mod:`mmkd.apis.export`) writes the same files from a distillation
+checkpoint after training.
+"""
 import os.path as osp
 import time
 
+import mmengine
 from mmengine.hooks import Hook
+from mmengine.utils import get_git_hash
 
-from mmkd.apis.export import make_student_checkpoint
+from mmkd.models.algorithms.checkpoint_layout import save_student_checkpoint
 from mmkd.registry import HOOKS
-from mmkd.utils.checkpoint import atomic_save
 from mmkd.utils.dist import unwrap_model
 
 
@@ -17,8 +23,11 @@ class StudentCheckpointHook(Hook):
 
     Writes ``student_epoch_{n}.pth`` (or ``student_iter_{n}.pth``) every ``interval`` and
     ``student_last.pth`` at the end of training, atomically and in the layout of
-    ``tools/export_student.py`` (:func:`mmkd.apis.export.make_student_checkpoint`); ``meta``
-    counts the epochs and iterations done, as the run's ``epoch_{n}.pth`` does.
+    ``tools/export_student.py``
+    (:func:`~mmkd.models.algorithms.checkpoint_layout.save_student_checkpoint`): ``meta`` holds
+    what the run's ``epoch_{n}.pth`` holds at the same point (epochs and iterations done, config,
+    seed, experiment name, time, mmengine version, dataset meta), so this file and the export
+    of that checkpoint carry the same ``meta`` keys.
 
     Args:
         interval: Save every ``interval`` epochs/iterations; ``0`` saves only at the end.
@@ -55,11 +64,19 @@ class StudentCheckpointHook(Hook):
         """Write the student after ``epoch`` epochs and ``iteration`` iterations."""
         if runner.rank != 0:
             return
-        model = unwrap_model(runner.model)
-        dataset = runner.train_dataloader.dataset
-        meta = dict(epoch=epoch, iter=iteration, seed=runner.seed,
+        student = unwrap_model(runner.model).student
+        save_student_checkpoint(student.state_dict(), self._run_meta(runner, epoch, iteration),
+                                osp.join(runner.work_dir, filename))
+
+    @staticmethod
+    def _run_meta(runner, epoch: int, iteration: int) -> dict:
+        """The ``meta`` that mmengine's ``Runner.save_checkpoint`` writes into the run's own
+        checkpoint after ``epoch`` epochs and ``iteration`` iterations."""
+        meta = dict(epoch=epoch, iter=iteration, cfg=runner.cfg.pretty_text, seed=runner.seed,
                     experiment_name=runner.experiment_name,
                     time=time.strftime('%Y%m%d_%H%M%S', time.localtime()),
-                    dataset_meta=getattr(dataset, 'metainfo', None))
-        atomic_save(make_student_checkpoint(model.student.state_dict(), meta),
-                    osp.join(runner.work_dir, filename))
+                    mmengine_version=mmengine.__version__ + get_git_hash())
+        dataset = runner.train_dataloader.dataset
+        if hasattr(dataset, 'metainfo'):
+            meta['dataset_meta'] = dataset.metainfo
+        return meta

@@ -1,54 +1,31 @@
-"""Loading, freezing and norm-mode handling of the teacher."""
-from collections import OrderedDict
-from typing import Dict
+"""Where a teacher checkpoint is loaded (:func:`load_teacher_checkpoint`), and how the teacher is
+frozen and its norm layers run.
 
-import torch
+``teacher_ckpt`` and a teacher's ``pretrained=<path>`` both load here; what the keys of a
+distillation or student checkpoint look like lives in
+:mod:`mmkd.models.algorithms.checkpoint_layout`, how files are read (``weights_only``, trust) in
+:mod:`mmkd.utils.checkpoint`.
+"""
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmkd.utils.checkpoint import load_checkpoint_file
-from mmkd.utils.errors import CheckpointError, CheckpointMismatchError
+from .checkpoint_layout import check_state_dict, state_dict_of, state_for_model
 
 NORM_MODES = ('train', 'eval')
 #: How a user trusts a teacher checkpoint that needs full unpickling (trusted directories never
 #: apply to a teacher: a downloaded file copied into the work dir is as untrusted as before).
 TRUST_TEACHER_OPTION = ('set trust_teacher_ckpt=True on the distillation algorithm '
                         '(model.trust_teacher_ckpt=True)')
-_WRAPPER_PREFIXES = ('module.', )
-_DISTILL_PREFIXES = ('student.', 'architecture.')
-
-
-def _state_dict_of(checkpoint, filename: str) -> Dict[str, torch.Tensor]:
-    if isinstance(checkpoint, dict) and isinstance(checkpoint.get('state_dict'), dict):
-        return checkpoint['state_dict']
-    if isinstance(checkpoint, dict):
-        return checkpoint
-    raise CheckpointError(f'teacher checkpoint {filename} holds a {type(checkpoint).__name__}, '
-                          'not a state dict or a checkpoint dict with a `state_dict`.')
-
-
-def _strip_prefix(state: Dict[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]:
-    return OrderedDict((k[len(prefix):], v) for k, v in state.items() if k.startswith(prefix))
-
-
-def _matching_state(state: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
-    """Undo a DDP ``module.`` prefix; take the student of an mmkd/MMRazor distillation
-    checkpoint (``student.``/``architecture.`` keys) when the model's keys are not found."""
-    expected = set(model.state_dict())
-    if expected & set(state):
-        return state
-    for prefix in _WRAPPER_PREFIXES + _DISTILL_PREFIXES:
-        stripped = _strip_prefix(state, prefix)
-        if expected & set(stripped):
-            return stripped
-    return state
 
 
 def load_teacher_checkpoint(teacher: nn.Module, filename: str, trusted: bool = False) -> None:
     """Load ``filename`` into ``teacher`` strictly, on the CPU.
 
     The file loads with ``weights_only=True`` unless ``trusted``; trusted directories do not
-    apply (see :mod:`mmkd.utils.checkpoint`).
+    apply (see :mod:`mmkd.utils.checkpoint`). A DDP ``module.`` prefix is removed, and the
+    student of an mmkd/MMRazor distillation checkpoint (``student.``/``architecture.`` keys) is
+    taken out (:func:`~mmkd.models.algorithms.checkpoint_layout.state_for_model`).
 
     Raises:
         UserFileNotFoundError: The file is missing (the message names the path).
@@ -59,19 +36,15 @@ def load_teacher_checkpoint(teacher: nn.Module, filename: str, trusted: bool = F
     """
     checkpoint = load_checkpoint_file(filename, 'cpu', trusted, role='teacher checkpoint',
                                       trust_dirs=False, trust_option=TRUST_TEACHER_OPTION)
-    state = _matching_state(_state_dict_of(checkpoint, filename), teacher)
     expected = teacher.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    resized = [f'{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}' for k, v in expected.items()
-               if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    if missing or unexpected or resized:
-        raise CheckpointMismatchError(
-            f'teacher checkpoint {filename} does not match the teacher model '
-            f'({type(teacher).__name__}): {len(missing)} missing keys (e.g. {missing[:3]}), '
-            f'{len(unexpected)} unexpected keys (e.g. {unexpected[:3]}), {len(resized)} keys '
-            f'of another shape (checkpoint vs model, e.g. {resized[:2]}). Check that `teacher` '
-            'is the architecture this checkpoint was trained with.')
+    state, _ = state_for_model(state_dict_of(checkpoint, f'teacher checkpoint {filename}'),
+                               expected)
+    check_state_dict(
+        state, expected,
+        f'teacher checkpoint {filename} does not match the teacher model '
+        f'({type(teacher).__name__})',
+        'Check that `teacher` is the architecture this checkpoint was trained with.',
+        optional_suffixes=())
     teacher.load_state_dict(state, strict=True)
 
 
