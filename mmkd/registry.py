@@ -1,9 +1,33 @@
-"""mmkd's registries: children of mmengine's roots, scope ``mmkd``.
+"""mmkd's registries: children of mmengine's root registries, scope ``mmkd``.
 
-A config with ``default_scope='mmkd'`` builds mmkd's algorithms, recorders, connectors and losses
-from here, and reaches the models of mmpretrain, mmdet and mmseg through scoped type names
+With ``default_scope='mmkd'`` (or under :func:`build_component`) a config builds mmkd's own
+components from here:
+
+- :data:`MODELS`: distillation algorithms, distillers, connectors, distillation losses, and the
+  DearKD backbone and head;
+- :data:`TASK_UTILS`: recorders (``type='ModuleOutputs'``, ``'PreReLU'``, ...; see
+  :func:`mmkd.models.recorders.build_recorder`) and the data-free image synthesizer;
+- :data:`HOOKS`, :data:`OPTIM_WRAPPER_CONSTRUCTORS`, :data:`DATASETS`, :data:`TRANSFORMS`: the
+  training hooks, the optimizer constructor, the digits and synthetic datasets and their
+  transforms.
+
+The models of mmpretrain, mmdet and mmseg are reached through scoped type names
 (``type='mmdet.RetinaNet'``) or stock configs (``cfg_path='mmdet::...'``); see
-:func:`mmkd.models.utils.build_model_from_cfg`.
+:func:`mmkd.models.builder.build_model_from_cfg`. The registries are filled by importing the
+modules that register into them: :func:`mmkd.utils.register_all_modules`.
+
+Examples:
+    >>> from mmkd.utils import register_all_modules
+    >>> register_all_modules(init_default_scope=False)
+    >>> loss = build_component(MODELS, dict(type='KDLoss', tau=4))
+    >>> type(loss).__name__, loss.tau
+    ('KDLoss', 4)
+    >>> recorder = build_component(TASK_UTILS, dict(type='ModuleOutputsRecorder',
+    ...                                              source='backbone.layer4'))
+    >>> recorder
+    ModuleOutputsRecorder(model: 'backbone.layer4')
+    >>> MODELS.get('mmpretrain.ImageClassifier').__name__  # a stock model, by scoped name
+    'ImageClassifier'
 """
 from collections.abc import Mapping
 from typing import Any
@@ -62,9 +86,6 @@ MODEL_WRAPPERS = Registry(
 WEIGHT_INITIALIZERS = Registry('weight initializer', parent=MMENGINE_WEIGHT_INITIALIZERS)
 TASK_UTILS = Registry('task util', parent=MMENGINE_TASK_UTILS, locations=['mmkd.models'])
 
-# Recorders are not modules; they live beside the other task utilities.
-RECORDERS = TASK_UTILS
-
 METRICS = Registry('metric', parent=MMENGINE_METRICS)
 EVALUATOR = Registry('evaluator', parent=MMENGINE_EVALUATOR)
 VISBACKENDS = Registry('vis_backend', parent=MMENGINE_VISBACKENDS)
@@ -81,6 +102,22 @@ def build_component(registry: Registry, cfg: Any) -> Any:
     package's when a config keeps its ``default_scope`` (or whichever scope the last runner
     set). A config that names its scope (``_scope_``) keeps it; ``'mmpretrain.X'`` style
     types resolve as usual.
+
+    Args:
+        registry (Registry): One of the registries of this module.
+        cfg (dict): The component's config, with its ``type``.
+
+    Returns:
+        The built component.
+
+    Examples:
+        >>> from mmengine.registry import DefaultScope
+        >>> from mmkd.utils import register_all_modules
+        >>> register_all_modules(init_default_scope=False)
+        >>> with DefaultScope.overwrite_default_scope('mmdet'):  # a stock config's scope
+        ...     loss = build_component(MODELS, dict(type='FitNetsLoss'))
+        >>> type(loss).__module__
+        'mmkd.models.losses.fitnets_loss'
     """
     if isinstance(cfg, Mapping) and '_scope_' not in cfg:
         cfg = dict(cfg, _scope_='mmkd')

@@ -2,12 +2,14 @@
 README's first command) and ``benchmarks/accuracy_digits.py``. Demo code, not mmkd's API.
 
 Every run goes through :func:`mmkd.apis.train.build_train_runner`, the code path of
-``tools/train.py``. The teacher is trained once into a cache directory and reused while its
-config and checkpoint are unchanged (see :func:`find_cached_teacher`); the baseline student and
-the distilled students are trained for every seed. The reported top-1 of a run is the
+``tools/train.py``. The teacher is a checkpoint given by the user (evaluated with
+:func:`mmkd.apis.test.build_test_runner`), or trained once into a cache directory and reused
+while its config and checkpoint are unchanged (see :func:`find_cached_teacher`). The chosen
+students (:data:`DIGITS_ENTRIES`) and the students without a teacher they are compared with
+(:func:`resolve_entries`) are trained for every seed. The reported top-1 of a run is the
 validation accuracy after its *last* epoch (never the best epoch: that would select on the
-validation set). Its table and plot are written by :mod:`mmkd.demo.report`; what the terminal
-shows while the runs train, by :mod:`mmkd.demo.progress`.
+validation set). The table and plot of the comparison are written by :mod:`mmkd.demo.report`;
+what the terminal shows while the runs train, by :mod:`mmkd.demo.progress`.
 """
 import hashlib
 import json

@@ -1,11 +1,19 @@
-"""Build the student and teacher models from the forms a distillation config accepts.
+"""Build the student and the teacher from the forms a distillation config accepts.
 
-- ``dict(cfg_path='mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', pretrained=False, **overrides)``:
-  the ``model`` of a stock config that ships inside mmpretrain/mmdet/mmseg (or mmkd), built in
-  that package's scope; ``overrides`` are merged into it (e.g. ``backbone=dict(with_cp=True)``).
+- ``dict(cfg_path='mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', pretrained=False,
+  **overrides)``: the ``model`` of a stock config that ships inside mmpretrain/mmdet/mmseg
+  (``'mmkd::...'``: one of mmkd's configs; a path without ``::``: a config file), built in the
+  config's ``default_scope`` (else the package's); ``overrides`` are merged into it (e.g.
+  ``backbone=dict(with_cp=True)``). ``pretrained=False`` strips pretrained initialisation,
+  ``True`` loads the config's model-zoo weights, a path loads that checkpoint
+  (:func:`load_pretrained`).
 - ``dict(type='mmpretrain.ImageClassifier', ...)``: a model config with a scoped type name; its
-  nested types resolve in that scope.
+  nested types resolve in that scope. An unscoped type resolves in ``_scope_``, else in the
+  current default scope (``mmkd`` when there is none).
 - an ``nn.Module``: used as it is.
+
+Reading the stock config is :mod:`mmkd.utils.config`'s job
+(:func:`~mmkd.utils.config.load_stock_model_cfg`); this module builds.
 """
 import importlib
 from typing import Optional, Union
