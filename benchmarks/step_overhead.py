@@ -39,13 +39,14 @@ Runs on the CPU and on CUDA (``--device cuda``, ``--amp`` for float16 autocast).
 most from their time in (a) + (b) + (d) (torch.profiler, N interleaved rounds of two calls).
 """
 import argparse
+import contextlib
 import copy
 import os.path as osp
 import sys
 import tempfile
 import time
 from collections import Counter
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 import torch
 import torch.nn as nn
@@ -55,11 +56,25 @@ import _common as C  # noqa: E402
 
 
 # -- (d): connectors and losses on recorded features -----------------------------------------
-def connector_loss_fn(algorithm: nn.Module, device: torch.device, amp: bool
-                      ) -> Callable[[int], None]:
+@contextlib.contextmanager
+def records_kept(algorithm: nn.Module) -> Iterator[None]:
+    """Within the block, the distiller does not release the teacher's records after its
+    losses (it does in training), so that they can be read after a step."""
+    manager = algorithm.distiller.teacher_recorders
+    manager.release = lambda: None
+    try:
+        yield
+    finally:
+        del manager.release
+
+
+def connector_loss_fn(algorithm: nn.Module, device: torch.device, amp: bool,
+                      step: Callable[[int], object]) -> Callable[[int], None]:
     """(d): the distiller's connectors and losses, forward + backward + update of the
-    connectors, on the features recorded in the algorithm's last step."""
+    connectors, on the features recorded in one algorithm step (``step(0)``, run here)."""
     distiller = algorithm.distiller
+    with records_kept(algorithm):
+        step(0)
     recorded = {}
     for loss_name, specs in distiller.loss_forward_mappings.items():
         for arg, spec in specs.items():
@@ -181,8 +196,7 @@ def run_config(name: str, config: str, size: C.Size, batch_size: int, rounds: in
     step_a = C.train_step_fn(student, C.optim_wrapper_for(student, args.amp), batches)
     step_b = C.teacher_forward_fn(teacher, stop_at, device, args.amp, preprocessed)
     step_c = C.train_step_fn(algorithm, C.optim_wrapper_for(algorithm, args.amp), batches)
-    step_c(0)
-    step_d = connector_loss_fn(algorithm, device, args.amp)
+    step_d = connector_loss_fn(algorithm, device, args.amp, step_c)
 
     wait_for_low_load(args.max_load, args.max_wait)
     load_before = C.load_1min()

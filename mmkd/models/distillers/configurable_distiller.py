@@ -338,13 +338,19 @@ class ConfigurableDistiller(BaseModule):
             raise RuntimeError(f'connectors {sorted(self._connector_cfgs)} were never built: '
                                'their shapes come from the algorithm\'s dry run, which was '
                                'switched off (dry_run_shape=None). Give their channels.')
-        losses, inputs = {}, {}
+        losses = {}
         for loss_name, specs in self.loss_forward_mappings.items():
-            inputs[loss_name] = {arg: self._fetch(spec) for arg, spec in specs.items()}
-            losses[loss_name] = self.distill_losses[loss_name](**inputs[loss_name])
+            # the connector outputs die with the call: only what the backward saves stays
+            losses[loss_name] = self.distill_losses[loss_name](
+                **{arg: self._fetch(spec) for arg, spec in specs.items()})
         non_finite = find_non_finite(losses)
         if non_finite is not None:
-            raise self._non_finite_error(non_finite, losses[non_finite], inputs[non_finite])
+            with torch.no_grad():  # the error path only: the inputs again, to describe them
+                inputs = {arg: self._fetch(spec)
+                          for arg, spec in self.loss_forward_mappings[non_finite].items()}
+            raise self._non_finite_error(non_finite, losses[non_finite], inputs)
+        # consumed: the teacher's features need not live through the backward
+        self.teacher_recorders.release()
         return losses
 
     def describe_taps(self, loss_name: str) -> str:

@@ -62,6 +62,7 @@ class BaseRecorder:
         self.expected_calls: Optional[int] = None
         self.model_name = 'model'
         self._data: List[Tuple[Any, List[int]]] = []
+        self._released = False  # the data was dropped after use (see release())
         self._handles: List[Any] = []
         self._on_record: Optional[Callable[[], None]] = None
 
@@ -100,11 +101,19 @@ class BaseRecorder:
     def start(self) -> None:
         """Clear the previous forward's data and arm the recorder."""
         self._data = []
+        self._released = False
         self.armed = True
 
     def stop(self) -> None:
         """Disarm the recorder at the end of the forward pass."""
         self.armed = False
+
+    def release(self) -> None:
+        """Drop the recorded data once its consumers have read it (the distiller, after its
+        losses), so that it is not kept alive through the backward pass and until the next
+        forward."""
+        self._data = []
+        self._released = True
 
     # -- recording -------------------------------------------------------------------------
     def record(self, value: Any) -> None:
@@ -138,6 +147,10 @@ class BaseRecorder:
             data_idx: Which call of the source to return (0-based). ``None`` requires exactly
                 one call.
         """
+        if not self._data and self._released:
+            raise RuntimeError(f'{self!r}: the data of the last forward pass was released after '
+                               'the distiller\'s losses consumed it; read it before '
+                               'compute_distill_losses().')
         if not self._data:
             raise ConfigRuntimeError(
                 f'{self!r} recorded nothing in the last forward pass: the source did not run '

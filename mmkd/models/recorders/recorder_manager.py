@@ -96,5 +96,10 @@ class RecorderManager:
             for recorder in self.recorders.values():
                 recorder.stop()
 
+    def release(self) -> None:
+        """Drop every recorder's data (see :meth:`BaseRecorder.release`)."""
+        for recorder in self.recorders.values():
+            recorder.release()
+
     def get_record_data(self, name: str, data_idx: Optional[int] = None) -> Any:
         return self.recorders[name].get_record_data(data_idx)
