@@ -3,7 +3,9 @@
     python tools/export_student.py CKPT OUT [--config CONFIG] [--trust] [--force]
 
 OUT holds the student's weights under the stock model's keys (zero missing or unexpected keys)
-and the run's ``meta``; the teacher, the connectors and the optimizer state are left out. Use it
+and the run's ``meta`` (epoch, iter, cfg, seed, ...: the layout of ``StudentCheckpointHook``'s
+files, see ``mmkd/models/algorithms/checkpoint_layout.py``); the teacher, the connectors and the
+optimizer state are left out. Use it
 with the student's own config: ``tools/test.py STUDENT_CONFIG OUT``, ``load_from=OUT`` or
 ``mmengine.runner.load_checkpoint(model, OUT, strict=True)``. Reads mmkd checkpoints
 (``student.`` keys) and MMRazor ones (``architecture.`` keys). To save student-only checkpoints

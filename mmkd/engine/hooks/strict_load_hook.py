@@ -54,6 +54,10 @@ class StrictLoadHook(Hook):
         name = f' {self.filename}' if self.filename else ''
         return f'cannot resume from{name}' if self.resume else f'cannot load_from{name}'
 
+    def _refused(self, problem: str, fix: str) -> CheckpointMismatchError:
+        """The error that refuses this checkpoint: what does not fit, and what to do."""
+        return CheckpointMismatchError(f'{self._what}: {problem} Fix: {fix}')
+
     def before_train(self, runner) -> None:
         self._started = True
 
@@ -88,10 +92,10 @@ class StrictLoadHook(Hook):
     def _check_meta(self, checkpoint: dict) -> None:
         meta = checkpoint.get('meta')
         if not isinstance(meta, dict) or 'epoch' not in meta or 'iter' not in meta:
-            raise CheckpointMismatchError(
-                f'{self._what}: it has no meta epoch/iter, so no training run wrote it (a '
-                'state dict or an exported model). Fix: resume from a run\'s own checkpoint, '
-                'or start a new run from these weights with load_from.')
+            raise self._refused(
+                'it has no meta epoch/iter, so no training run wrote it (a state dict or an '
+                "exported model).", "resume from a run's own checkpoint, or start a new run "
+                'from these weights with load_from.')
 
     def _check_optimizer(self, runner, checkpoint: dict) -> None:
         saved = checkpoint.get('optimizer')
@@ -102,10 +106,10 @@ class StrictLoadHook(Hook):
         saved_sizes = [len(group['params']) for group in saved['param_groups']]
         sizes = [len(group['params']) for group in optim_wrapper.optimizer.param_groups]
         if saved_sizes != sizes:
-            raise CheckpointMismatchError(
-                f'{self._what}: its optimizer has parameter groups of sizes {saved_sizes}, the '
-                f'optimizer of this config {sizes}. It was written with another optim_wrapper '
-                '(paramwise_cfg, constructor) or model. Fix: resume with the config that wrote '
+            raise self._refused(
+                f'its optimizer has parameter groups of sizes {saved_sizes}, the optimizer of '
+                f'this config {sizes}. It was written with another optim_wrapper '
+                '(paramwise_cfg, constructor) or model.', 'resume with the config that wrote '
                 'it, or start a new run from its weights with load_from.')
 
     def _check_schedulers(self, runner, checkpoint: dict) -> None:
@@ -114,9 +118,9 @@ class StrictLoadHook(Hook):
         if not isinstance(saved, list) or not isinstance(schedulers, list):
             return
         if len(saved) != len(schedulers):
-            raise CheckpointMismatchError(
-                f'{self._what}: it holds {len(saved)} parameter schedulers, this config '
-                f'{len(schedulers)}. Fix: resume with the param_scheduler that wrote it.')
+            raise self._refused(
+                f'it holds {len(saved)} parameter schedulers, this config {len(schedulers)}.',
+                'resume with the param_scheduler that wrote it.')
         for index, (saved_state, scheduler) in enumerate(zip(saved, schedulers)):
             self._check_scheduler(index, saved_state, scheduler)
 
@@ -126,13 +130,13 @@ class StrictLoadHook(Hook):
                    for key in _SCHEDULER_BOUNDS
                    if key in saved and key in current and saved[key] != current[key]]
         if changed:
-            raise CheckpointMismatchError(
-                f'{self._what}: param_scheduler[{index}] ({type(scheduler).__name__}) has '
+            raise self._refused(
+                f'param_scheduler[{index}] ({type(scheduler).__name__}) has '
                 f'{"; ".join(changed)}. On resume mmengine keeps the checkpoint\'s values, so '
                 'the schedule would silently follow the old run (e.g. a flat learning rate '
                 'after its end). A scheduler without an explicit `end` ends at max_epochs, '
-                'so changing train_cfg.max_epochs moves it. Fix: set begin/end (and T_max) '
-                'in param_scheduler explicitly to the values the run was started with (the '
+                'so changing train_cfg.max_epochs moves it.', 'set begin/end (and T_max) in '
+                'param_scheduler explicitly to the values the run was started with (the '
                 'shipped configs set end=max_epochs), or start a new run from these weights '
                 'with load_from.')
 
