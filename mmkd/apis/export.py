@@ -9,18 +9,16 @@ also used by :class:`mmkd.engine.StudentCheckpointHook` while training) live in
 import os.path as osp
 from typing import Tuple
 
-from mmkd.models.algorithms.checkpoint_layout import (STUDENT_PREFIXES, check_state_dict,
-                                                      describe_checkpoint,
-                                                      make_student_checkpoint,
-                                                      save_student_checkpoint,
-                                                      state_dict_of, student_checkpoint,
-                                                      student_state_dict)
+from mmkd.models.algorithms.checkpoint_layout import (check_state_dict, describe_checkpoint,
+                                                      save_student_checkpoint, state_dict_of,
+                                                      student_checkpoint, student_state_dict)
 from mmkd.utils.checkpoint import load_checkpoint_file
 from mmkd.utils.errors import UserFileExistsError
 
+# student_checkpoint and student_state_dict are part of mmkd.apis (see its __init__).
 __all__ = [
-    'STUDENT_PREFIXES', 'check_export_paths', 'check_student_checkpoint', 'export_student',
-    'make_student_checkpoint', 'student_checkpoint', 'student_state_dict'
+    'check_export_paths', 'check_student_checkpoint', 'export_student', 'student_checkpoint',
+    'student_state_dict'
 ]
 
 
