@@ -49,6 +49,30 @@ class BaseRecorder:
         source: What to record, relative to the model (e.g. ``'backbone.layer3'``).
         clone: ``'auto'`` (reference, cloning once a modification is seen), ``True`` (always
             clone) or ``False`` (never; modifications still raise when read).
+
+    Examples:
+        The lifecycle (``prepare``, then ``start``/forward/``stop`` per pass, ``remove``) with a
+        subclass; reading a tensor that an inplace ReLU changed after it was recorded raises:
+
+        >>> import torch
+        >>> import torch.nn as nn
+        >>> from mmkd.models.recorders import ModuleOutputsRecorder
+        >>> model = nn.Sequential(nn.Identity(), nn.ReLU(inplace=True))
+        >>> recorder = ModuleOutputsRecorder(source='0')
+        >>> recorder.prepare(model, 'teacher')
+        >>> recorder.start()
+        >>> output = model(torch.tensor([-1.0, 2.0]))
+        >>> recorder.stop()
+        >>> recorder.get_record_data()  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        RecordedTensorChanged: ... Set clone=True on this recorder.
+        >>> recorder.clone = True  # what the algorithm's dry run switches on
+        >>> recorder.start()
+        >>> output = model(torch.tensor([-1.0, 2.0]))
+        >>> recorder.stop()
+        >>> recorder.get_record_data()
+        tensor([-1.,  2.])
+        >>> recorder.remove()
     """
 
     def __init__(self, source: str, clone: Union[bool, str] = 'auto') -> None:

@@ -34,6 +34,24 @@ class MethodOutputsRecorder(BaseRecorder):
     ``source='head.pre_logits'`` wraps ``pre_logits`` of the model's ``head`` *instance* only, so
     the teacher and the student (same class) are recorded independently — unlike patching the
     class.
+
+    Examples:
+        >>> import torch
+        >>> import torch.nn as nn
+        >>> class Head(nn.Module):
+        ...     def pre_logits(self, x):
+        ...         return 2 * x
+        ...     def forward(self, x):
+        ...         return self.pre_logits(x) + 1
+        >>> model = nn.Sequential(Head())
+        >>> recorder = MethodOutputsRecorder(source='0.pre_logits')
+        >>> recorder.prepare(model, 'teacher')
+        >>> recorder.start()
+        >>> output = model(torch.tensor([1.0, 2.0]))
+        >>> recorder.stop()
+        >>> recorder.get_record_data(), output
+        (tensor([2., 4.]), tensor([3., 5.]))
+        >>> recorder.remove()  # model[0].pre_logits is the class's method again
     """
 
     def _attach(self, model: nn.Module) -> List[Any]:
@@ -92,6 +110,19 @@ class FunctionOutputsRecorder(BaseRecorder):
     The function is patched in its module, so only calls that look it up there at call time are
     seen (not ``from x import f`` copies made earlier). Calls are recorded only while this
     recorder's model runs its forward.
+
+    Examples:
+        >>> import torch
+        >>> import torch.nn as nn
+        >>> model = nn.Sequential(nn.Softmax(dim=1))  # calls torch.nn.functional.softmax
+        >>> recorder = FunctionOutputsRecorder(source='torch.nn.functional.softmax')
+        >>> recorder.prepare(model, 'student')
+        >>> recorder.start()
+        >>> output = model(torch.zeros(1, 2))
+        >>> recorder.stop()
+        >>> recorder.get_record_data()
+        tensor([[0.5000, 0.5000]])
+        >>> recorder.remove()  # torch.nn.functional.softmax is restored
     """
 
     def _attach(self, model: nn.Module) -> List[Any]:

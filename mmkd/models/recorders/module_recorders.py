@@ -10,7 +10,21 @@ from .base_recorder import BaseRecorder
 
 @TASK_UTILS.register_module()
 class ModuleOutputsRecorder(BaseRecorder):
-    """Records the output of module ``source`` (a forward hook), once per call."""
+    """Records the output of module ``source`` (a forward hook), once per call.
+
+    Examples:
+        >>> import torch
+        >>> import torch.nn as nn
+        >>> model = nn.Sequential(nn.Linear(4, 3), nn.Tanh())
+        >>> recorder = ModuleOutputsRecorder(source='0')
+        >>> recorder.prepare(model, 'student')
+        >>> recorder.start()  # armed for one forward pass
+        >>> logits = model(torch.ones(2, 4))
+        >>> recorder.stop()
+        >>> recorder.get_record_data().shape  # the Linear's output, (B, 3)
+        torch.Size([2, 3])
+        >>> recorder.remove()  # the hook is gone
+    """
 
     def _attach(self, model: nn.Module) -> List[Any]:
         module = get_submodule(model, self.source, self.model_name)
@@ -31,6 +45,19 @@ class ModuleInputsRecorder(BaseRecorder):
             Defaults to 0.
         clone: See :class:`BaseRecorder`. The module itself may modify its input in place (an
             inplace ReLU): the dry run then switches this recorder to cloning.
+
+    Examples:
+        >>> import torch
+        >>> import torch.nn as nn
+        >>> model = nn.Sequential(nn.Identity(), nn.ReLU())
+        >>> recorder = ModuleInputsRecorder(source='1')  # what enters the ReLU
+        >>> recorder.prepare(model, 'student')
+        >>> recorder.start()
+        >>> output = model(torch.tensor([[-1.0, 2.0]]))
+        >>> recorder.stop()
+        >>> recorder.get_record_data(), output
+        (tensor([[-1.,  2.]]), tensor([[0., 2.]]))
+        >>> recorder.remove()
     """
 
     def __init__(self, source: str, arg_index: Optional[int] = 0,

@@ -68,6 +68,30 @@ class PreReLURecorder(BaseRecorder):
         activation_types: Class names of the activation modules. Defaults to
             ``('ReLU', 'ReLU6')``.
         clone: See :class:`BaseRecorder`.
+
+    Examples:
+        A block that ends like an mmcv ResNet block: the same inplace ReLU inside the block and
+        after the residual add.
+
+        >>> import torch
+        >>> import torch.nn as nn
+        >>> class Block(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.relu = nn.ReLU(inplace=True)
+        ...     def forward(self, x):
+        ...         out = self.relu(x - 1)
+        ...         out = out - x  # the "residual add"
+        ...         return self.relu(out)
+        >>> model = nn.Sequential(Block())
+        >>> recorder = PreReLURecorder(source='0')
+        >>> recorder.prepare(model, 'student')
+        >>> recorder.start()
+        >>> output = model(torch.tensor([[0.0, 3.0]]))
+        >>> recorder.stop()
+        >>> recorder.get_record_data(), output  # relu(x - 1) - x, then its ReLU
+        (tensor([[ 0., -1.]]), tensor([[0., 0.]]))
+        >>> recorder.remove()
     """
 
     def __init__(self,

@@ -13,7 +13,12 @@ class TapsComplete(Exception):
 
 
 def build_recorder(cfg: Union[dict, BaseRecorder]) -> BaseRecorder:
-    """Build a recorder; ``type`` may drop the ``Recorder`` suffix (``'PreReLU'``)."""
+    """Build a recorder; ``type`` may drop the ``Recorder`` suffix (``'PreReLU'``).
+
+    Examples:
+        >>> build_recorder(dict(type='PreReLU', source='backbone.layer3'))
+        PreReLURecorder(model: 'backbone.layer3')
+    """
     if isinstance(cfg, BaseRecorder):
         return cfg
     cfg = dict(cfg)
@@ -29,6 +34,19 @@ class RecorderManager:
     Args:
         recorders: Name -> recorder config, e.g.
             ``dict(layer3=dict(type='PreReLU', source='backbone.layer3'))``.
+
+    Examples:
+        >>> import torch
+        >>> import torch.nn as nn
+        >>> model = nn.Sequential(nn.Linear(4, 3), nn.ReLU())
+        >>> manager = RecorderManager(dict(fc=dict(type='ModuleOutputs', source='0'),
+        ...                                fc_in=dict(type='ModuleInputs', source='0')))
+        >>> manager.prepare(model, 'student')
+        >>> with manager.recording():  # arms every recorder for this forward pass
+        ...     output = model(torch.ones(2, 4))
+        >>> manager.get_record_data('fc').shape, manager.get_record_data('fc_in').shape
+        (torch.Size([2, 3]), torch.Size([2, 4]))
+        >>> manager.remove()
     """
 
     def __init__(self, recorders: Optional[Dict[str, Union[dict, BaseRecorder]]] = None) -> None:
