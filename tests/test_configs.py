@@ -40,8 +40,8 @@ def run_types(cfg) -> Iterator[Tuple[Registry, str]]:
             for step in dataset.get('pipeline', []):
                 yield TRANSFORMS, step['type']
             dataset = dataset.get('dataset')  # wrappers (RepeatDataset, ...)
-        evaluator = cfg.get(f'{split}_evaluator')
-        for metric in evaluator if isinstance(evaluator, list) else [evaluator] if evaluator else []:
+        evaluator = cfg.get(f'{split}_evaluator') or []
+        for metric in evaluator if isinstance(evaluator, list) else [evaluator]:
             yield METRICS, metric['type']
     for hook in cfg.get('custom_hooks', []):
         yield HOOKS, hook['type']
