@@ -172,6 +172,12 @@ class CrossKDDistill(SingleTeacherDistill):
                 'CrossKDDistill: calculate_student_loss must be True: the cross-head losses use '
                 "the student's label assignment, made while it computes its task losses. "
                 'Fix: remove calculate_student_loss from the model config.')
+        for option in ('teacher_dtype', 'teacher_inference_mode'):
+            if kwargs.get(option) not in (None, False):
+                raise ConfigError(
+                    f'CrossKDDistill: {option} is not supported: CrossKD runs its teacher\'s '
+                    'forward itself (the teacher\'s head outputs feed its cross-head losses). '
+                    'Fix: remove it from the model config.')
         super().__init__(architecture, teacher, distiller or dict(type='EmptyDistiller'),
                          **kwargs)
         self.layout = self._check_heads(reused_head_idx)

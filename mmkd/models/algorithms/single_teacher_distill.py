@@ -15,6 +15,7 @@ from ..connectors.base_connector import connector_dry_run
 from ..data_samples import dummy_data_samples
 from .teacher import (NORM_MODES, freeze, load_teacher_checkpoint, set_teacher_mode,
                       use_batch_statistics_without_updates)
+from .teacher_runtime import TeacherRuntime
 
 DataSamples = Optional[Union[List[BaseDataElement], dict]]
 
@@ -108,6 +109,14 @@ class SingleTeacherDistill(BaseModel):
             :func:`merge_student_data_preprocessor`: the ``architecture`` dict's own
             ``data_preprocessor`` wins); the algorithm uses the student's preprocessor.
         init_cfg: Initialisation config of the algorithm.
+        teacher_dtype: ``'bf16'`` or ``'fp16'``: the teacher's conv/linear weights in that
+            dtype and its forward under autocast to it, its records cast back to the student's
+            dtype (opt-in, changes numerics); ``None`` (default): as the student.
+        memory_format: ``'channels_last'`` stores the 4-D weights of the student, the teacher
+            and the connectors NHWC (conv networks); ``'contiguous'`` (default) leaves them.
+        teacher_inference_mode: Run the teacher under ``torch.inference_mode`` instead of
+            ``no_grad`` (its records are then copied into normal tensors). See
+            :mod:`mmkd.models.algorithms.teacher_runtime`.
     """
 
     def __init__(self,
@@ -122,7 +131,12 @@ class SingleTeacherDistill(BaseModel):
                  dry_run_shape: Optional[Sequence[int]] = (3, 224, 224),
                  load_teacher: bool = True,
                  data_preprocessor: Optional[Union[dict, nn.Module]] = None,
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None,
+                 teacher_dtype: Optional[str] = None,
+                 memory_format: str = 'contiguous',
+                 teacher_inference_mode: bool = False) -> None:
+        self._teacher_runtime = TeacherRuntime.from_options(teacher_dtype, memory_format,
+                                                            teacher_inference_mode)
         if teacher_norm_mode not in NORM_MODES:
             raise ConfigError(f'teacher_norm_mode must be one of {NORM_MODES}, '
                               f'got {teacher_norm_mode!r}.')
@@ -150,6 +164,7 @@ class SingleTeacherDistill(BaseModel):
         self.distiller.prepare(self.student, self.teacher)
         self._dry_run_shape = dry_run_shape
         self._dry_run()
+        self._teacher_runtime.apply(self.student, self.teacher, self.distiller)
         self._ddp_params_and_buffers_to_ignore = [
             f'teacher.{name}' for name, _ in self.teacher.named_parameters()] + [
             f'teacher.{name}' for name, _ in self.teacher.named_buffers()]
@@ -261,9 +276,12 @@ class SingleTeacherDistill(BaseModel):
         return losses
 
     def _run_teacher(self, inputs: torch.Tensor, data_samples: DataSamples) -> None:
-        with torch.no_grad(), self.distiller.teacher_recorders.recording(
+        runtime = self._teacher_runtime
+        with runtime.teacher_context(inputs.device), self.distiller.teacher_recorders.recording(
                 stop_when_complete=self.stop_teacher_early):
             self.teacher(inputs, data_samples, mode='tensor')
+        runtime.finish_records(self.distiller.teacher_recorders,
+                               next(self.student.parameters()).dtype)
 
     # -- modes of the teacher and the initialisation --------------------------------------
     def train(self, mode: bool = True) -> 'SingleTeacherDistill':

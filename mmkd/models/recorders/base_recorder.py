@@ -17,16 +17,26 @@ def _tensors_in(value: Any) -> List[torch.Tensor]:
     return []
 
 
+def _map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """A copy of a (nested) tuple/list/dict ``value`` whose tensors are replaced by ``fn``."""
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, (list, tuple)):
+        mapped = [_map_tensors(item, fn) for item in value]
+        return type(value)(mapped) if isinstance(value, list) else tuple(mapped)
+    if isinstance(value, dict):
+        return {key: _map_tensors(item, fn) for key, item in value.items()}
+    return value
+
+
 def _clone_tensors(value: Any) -> Any:
     """A copy of ``value`` whose tensors are cloned (autograd history kept)."""
-    if isinstance(value, torch.Tensor):
-        return value.clone()
-    if isinstance(value, (list, tuple)):
-        cloned = [_clone_tensors(item) for item in value]
-        return type(value)(cloned) if isinstance(value, list) else tuple(cloned)
-    if isinstance(value, dict):
-        return {key: _clone_tensors(item) for key, item in value.items()}
-    return value
+    return _map_tensors(value, torch.Tensor.clone)
+
+
+def _version(tensor: torch.Tensor) -> int:
+    """The version counter; -1 for an inference tensor, which has none."""
+    return -1 if tensor.is_inference() else tensor._version
 
 
 class RecordedTensorChanged(ConfigRuntimeError):
@@ -132,6 +142,12 @@ class BaseRecorder:
         """Disarm the recorder at the end of the forward pass."""
         self.armed = False
 
+    def map_records(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Replace every recorded tensor by ``fn(tensor)`` (e.g. a cast after a teacher forward
+        in another precision); the versions are those of the new tensors."""
+        self._data = [(value, [_version(t) for t in _tensors_in(value)])
+                      for value in (_map_tensors(value, fn) for value, _ in self._data)]
+
     def release(self) -> None:
         """Drop the recorded data once its consumers have read it (the distiller, after its
         losses), so that it is not kept alive through the backward pass and until the next
@@ -144,7 +160,7 @@ class BaseRecorder:
         """Store ``value`` (a tensor or a nested container of tensors)."""
         if self.clone is True:
             value = _clone_tensors(value)
-        versions = [t._version for t in _tensors_in(value)]
+        versions = [_version(t) for t in _tensors_in(value)]
         self._data.append((value, versions))
         if self._on_record is not None:
             self._on_record()
@@ -161,7 +177,7 @@ class BaseRecorder:
     def modified_in_place(self) -> bool:
         """Whether a recorded tensor was modified in place after it was recorded."""
         return any(
-            t._version != v for value, versions in self._data
+            _version(t) != v for value, versions in self._data
             for t, v in zip(_tensors_in(value), versions))
 
     def get_record_data(self, data_idx: Optional[int] = None) -> Any:
@@ -193,7 +209,7 @@ class BaseRecorder:
                                    f'data_idx to 0..{len(self._data) - 1} in the tap pair.')
         value, versions = self._data[data_idx]
         for tensor, version in zip(_tensors_in(value), versions):
-            if tensor._version != version:
+            if _version(tensor) != version:
                 raise RecordedTensorChanged(
                     f'{self!r}: the recorded tensor was modified in place after it was '
                     'recorded (e.g. by `out += identity` or an inplace ReLU), so it no longer '

@@ -7,7 +7,7 @@ import torch.nn as nn
 from mmkd.registry import TASK_UTILS
 from mmkd.utils.errors import ConfigError, ConfigIndexError, ConfigRuntimeError
 from mmkd.utils.misc import get_submodule
-from .base_recorder import BaseRecorder
+from .base_recorder import BaseRecorder, _version
 
 POSITIONS = ('last_inside', 'first_after')
 
@@ -183,7 +183,7 @@ class PreReLURecorder(BaseRecorder):
             self._capture_index, self._calls_per_visit = index, calls
             tensor, version = self._candidates[index]
             self._candidates = []
-            if tensor._version != version:
+            if _version(tensor) != version:
                 raise ConfigRuntimeError(f'{self!r}: the input of activation call {index} '
                                          f'inside {self.source!r} was modified in place before '
                                          'the block returned; record a smaller block.')
@@ -211,7 +211,7 @@ class PreReLURecorder(BaseRecorder):
         self._calls_inside += 1
         if self._capture_index is None:
             self._switch.switch_off(module)
-            self._candidates.append((args[0], args[0]._version))
+            self._candidates.append((args[0], _version(args[0])))
         elif index == self._capture_index:
             self._switch.switch_off(module)
             self.record(args[0])
