@@ -68,6 +68,54 @@ def records_kept(algorithm: nn.Module) -> Iterator[None]:
         del manager.release
 
 
+# -- levers: the same config with an option, timed beside the default step -------------------
+#: ``--levers`` names -> algorithm options. Join names with ``+`` to combine them.
+LEVERS = {
+    'bf16-teacher': dict(teacher_dtype='bf16'),
+    'fp16-teacher': dict(teacher_dtype='fp16'),
+    'channels-last': dict(memory_format='channels_last'),
+    'inference-teacher': dict(teacher_inference_mode=True),
+    'compile': {},  # mmengine's compile=True: torch.compile(model.train_step)
+    'eager-loss': {},  # the previous OFD arithmetic (see eager_loss_step)
+}
+
+
+def lever_options(lever: str) -> dict:
+    """The algorithm options of a ``+``-joined lever name."""
+    options = {}
+    for part in lever.split('+'):
+        if part not in LEVERS:
+            raise SystemExit(f'unknown lever {part!r}; choose from {sorted(LEVERS)}, joined '
+                             'with + to combine.')
+        options.update(LEVERS[part])
+    return options
+
+
+def eager_loss_step(algorithm: nn.Module, step: Callable[[int], object]
+                    ) -> Callable[[int], object]:
+    """``step`` with OFD's previous arithmetic: the eager formula (masked square and sum,
+    whose backward keeps the difference and the mask) and the teacher's records kept until
+    the next step (the distiller no longer holding the connector outputs across its losses
+    is not undone)."""
+    from profile_method import eager_ofd_loss
+
+    def run(index: int) -> object:
+        with eager_ofd_loss(True), records_kept(algorithm):
+            return step(index)
+    return run
+
+
+def lever_step(lever: str, algorithm: nn.Module, amp: bool, batches: List[dict]
+               ) -> Callable[[int], object]:
+    """The training step of a lever's algorithm (compiled as mmengine's ``compile=True``
+    compiles it, for ``compile``); the first call of a compiled step compiles it."""
+    parts = lever.split('+')
+    if 'compile' in parts:
+        algorithm.train_step = torch.compile(algorithm.train_step)
+    step = C.train_step_fn(algorithm, C.optim_wrapper_for(algorithm, amp), batches)
+    return eager_loss_step(algorithm, step) if 'eager-loss' in parts else step
+
+
 def connector_loss_fn(algorithm: nn.Module, device: torch.device, amp: bool,
                       step: Callable[[int], object]) -> Callable[[int], None]:
     """(d): the distiller's connectors and losses, forward + backward + update of the
@@ -180,6 +228,8 @@ def run_config(name: str, config: str, size: C.Size, batch_size: int, rounds: in
         ckpt = args.teacher_ckpt or C.save_random_checkpoint(
             model_cfg['teacher'], osp.join(tmp, 'teacher.pth'))
         algorithm = C.build_mmkd_algorithm(model_cfg, ckpt, size, device)
+        variants = {lever: C.build_mmkd_algorithm(dict(model_cfg, **lever_options(lever)), ckpt,
+                                                  size, device) for lever in args.levers}
     task = C.task_of(algorithm.student)
     batches = [C.make_batch(task, batch_size, size, C.num_classes_of(algorithm.student, task),
                             seed) for seed in range(args.num_batches)]
@@ -197,17 +247,26 @@ def run_config(name: str, config: str, size: C.Size, batch_size: int, rounds: in
     step_b = C.teacher_forward_fn(teacher, stop_at, device, args.amp, preprocessed)
     step_c = C.train_step_fn(algorithm, C.optim_wrapper_for(algorithm, args.amp), batches)
     step_d = connector_loss_fn(algorithm, device, args.amp, step_c)
+    lever_steps, first_calls = {}, {}
+    for lever, variant in variants.items():
+        variant.load_state_dict(algorithm.state_dict())  # the same weights and BN statistics
+        lever_steps[lever] = lever_step(lever, variant, args.amp, batches)
+        first_calls[lever] = [C.time_call(lambda: lever_steps[lever](i), device)
+                              for i in range(2)]  # compiling, for a compiled step
 
     wait_for_low_load(args.max_load, args.max_wait)
     load_before = C.load_1min()
     print(C.machine_info(device, args.amp), flush=True)
-    times = C.interleaved_times(dict(a=step_a, b=step_b, c=step_c, d=step_d), device,
-                                args.warmup, rounds)
+    times = C.interleaved_times(dict(a=step_a, b=step_b, c=step_c, d=step_d, **lever_steps),
+                                device, args.warmup, rounds)
     memory = {key: max(C.peak_memory_increase(lambda: fn(0), device) for _ in range(2))
               for key, fn in dict(a=step_a, b=step_b, d=step_d).items()}
     step_c(0)
     held = recorded_bytes(algorithm)
     memory['c'] = max(measure_without_held_records(algorithm, step_c, device) for _ in range(2))
+    for lever, variant in variants.items():
+        memory[lever] = max(measure_without_held_records(variant, lever_steps[lever], device)
+                            for _ in range(2))
     a, b, c, d = (C.median(times[key]) for key in 'abcd')
     paired = [tc - ta - tb - td for ta, tb, tc, td in zip(*(times[key] for key in 'abcd'))]
     result = dict(a=a, b=b, c=c, d=d, r=c / (a + b), own=(c - a - b - d) / (a + b),
@@ -216,7 +275,10 @@ def run_config(name: str, config: str, size: C.Size, batch_size: int, rounds: in
                   mem_ratio=memory['c'] / (memory['a'] + memory['b']),
                   mem_own=(memory['c'] - memory['a'] - memory['b'] - memory['d'])
                   / (memory['a'] + memory['b']),
-                  held=held, load=(load_before + C.load_1min()) / 2)
+                  held=held, load=(load_before + C.load_1min()) / 2,
+                  levers={lever: lever_result(times[lever], times['c'], first_calls[lever],
+                                              memory[lever], memory['a'] + memory['b'], a + b)
+                          for lever in variants})
     print(f'(a) student step           {C.spread(times["a"])} s')
     print(f'(b) teacher to last tap    {C.spread(times["b"])} s')
     print(f'(c) distillation step      {C.spread(times["c"])} s')
@@ -230,11 +292,39 @@ def run_config(name: str, config: str, size: C.Size, batch_size: int, rounds: in
           f'{C.mib(held)} from one step to the next')
     print(f'memory beyond connectors + losses (mem(c)-mem(a)-mem(b)-mem(d))/(mem(a)+mem(b)) '
           f'{100 * result["mem_own"]:+.1f} %')
+    for lever, r in result['levers'].items():
+        print(f'(c) with {lever:<20} {C.spread(times[lever])} s: x{r["vs_c"]:.3f} of (c) '
+              f'(per-round median x{r["vs_c_paired"]:.3f}), R {r["r"]:.3f}, mem '
+              f'{C.mib(r["mem"])} (ratio {r["mem_ratio"]:.3f}); first two calls '
+              f'{r["first"][0]:.1f} s, {r["first"][1]:.1f} s')
     if args.profile_ops:
         print_op_diff(op_times(dict(a=step_a, b=step_b, c=step_c, d=step_d), args.profile_ops))
     print(f'load(1 min) after: {C.load_1min():.2f}', flush=True)
     algorithm.remove_recorders()
     return result
+
+
+def lever_result(times: List[float], base: List[float], first: List[float], memory: int,
+                 limit_memory: int, limit_time: float) -> Dict[str, object]:
+    """A lever's figures: its step against (c), paired by round and from the medians."""
+    median = C.median(times)
+    return dict(c=median, vs_c=median / C.median(base),
+                vs_c_paired=C.median([t / tc for t, tc in zip(times, base)]),
+                r=median / limit_time, mem=memory, mem_ratio=memory / limit_memory,
+                first=first)
+
+
+def lever_summary(results: Dict[str, Dict[str, float]]) -> str:
+    rows = ['| config | lever | (c) s | x of default (c), medians | x, per-round median | '
+            'R_overhead | mem ratio | first two calls s |', '|---|---|---|---|---|---|---|---|']
+    for name, r in results.items():
+        rows.append(f'| {name} | default | {r["c"]:.3f} | 1 | 1 | {r["r"]:.3f} | '
+                    f'{r["mem_ratio"]:.3f} | |')
+        for lever, v in r.get('levers', {}).items():
+            rows.append(f'| {name} | {lever} | {v["c"]:.3f} | {v["vs_c"]:.3f} | '
+                        f'{v["vs_c_paired"]:.3f} | {v["r"]:.3f} | {v["mem_ratio"]:.3f} | '
+                        f'{v["first"][0]:.1f}, {v["first"][1]:.1f} |')
+    return '\n'.join(rows)
 
 
 def summary(results: Dict[str, Dict[str, float]]) -> str:
@@ -268,6 +358,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                              "--threads 1)")
     parser.add_argument('--profile-ops', type=int, default=0, metavar='ROUNDS',
                         help='also compare per-op times of (c) and (a)+(b)+(d) (torch.profiler)')
+    parser.add_argument('--levers', nargs='+', default=[], metavar='LEVER',
+                        help=f'also time the step with these options, interleaved with the '
+                             f'default one: {", ".join(LEVERS)}; join with + to combine '
+                             '(e.g. bf16-teacher+channels-last+compile)')
     parser.add_argument('--teacher-ckpt', help='a trained teacher (one config only)')
     parser.add_argument('--max-load', type=float, default=float('inf'),
                         help='wait until the 1-minute load is below this before timing')
@@ -299,6 +393,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, float]]:
     results = {name: run_config(name, *job, args, device) for name, job in jobs.items()}
     print('\n' + C.machine_info(device, args.amp))
     print(summary(results))
+    if args.levers:
+        print('\n' + lever_summary(results))
     return results
 
 
