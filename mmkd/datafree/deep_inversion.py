@@ -1,17 +1,16 @@
 """DF-DearKD's image synthesis: DeepInversion plus the boundary-preserving intra-divergence
 loss, optimising images against a frozen teacher."""
 import math
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmkd.models.losses.dearkd_deepinversion_loss import (BNStatisticsLoss, l2_prior,
-                                                          total_variation)
-from mmkd.models.losses.dearkd_intra_divergence_loss import IntraDivergenceLoss
 from mmkd.registry import TASK_UTILS
 from mmkd.utils.errors import ConfigError
+from .deep_inversion_priors import BNStatisticsLoss, l2_prior, total_variation
+from .intra_divergence import IntraDivergenceLoss
 
 
 #: Values of ``DeepInversionSynthesizer(amp_dtype=...)``.
@@ -82,6 +81,9 @@ class DeepInversionSynthesizer:
             ``'bfloat16'`` or ``'float16'`` (autocast on the teacher's device; float16 with
             dynamic loss scaling). The images and Adam's state stay float32 and the objective
             is reduced in float32. Defaults to None.
+        channels_last: Feed the teacher channels-last images (the same numbers in another
+            memory layout): on CPUs oneDNN's convolutions run about 4x faster so. Defaults
+            to True.
     """
 
     def __init__(self,
@@ -101,7 +103,8 @@ class DeepInversionSynthesizer:
                  jitter: int = 30,
                  flip: bool = True,
                  clip: bool = True,
-                 amp_dtype: Optional[str] = None) -> None:
+                 amp_dtype: Optional[str] = None,
+                 channels_last: bool = True) -> None:
         schedule = [tuple(stage) for stage in resolution_schedule]
         if not schedule or schedule[-1][0] != image_size:
             raise ConfigError(f'DeepInversionSynthesizer: the last stage of '
@@ -121,6 +124,12 @@ class DeepInversionSynthesizer:
             raise ConfigError(f'DeepInversionSynthesizer: amp_dtype must be one of {AMP_DTYPES}, '
                               f'got {amp_dtype!r}.')
         self.amp_dtype = amp_dtype
+        self.channels_last = channels_last
+
+    @property
+    def num_steps(self) -> int:
+        """Optimisation steps of one batch (all resolution stages)."""
+        return sum(iterations for _, iterations in self.resolution_schedule)
 
     # -- the objective -------------------------------------------------------------------
     def objective(self, teacher: nn.Module, bn_loss: BNStatisticsLoss, images: torch.Tensor,
@@ -156,12 +165,15 @@ class DeepInversionSynthesizer:
             images = torch.roll(images, shifts=(dy, dx), dims=(2, 3))
         if self.flip and torch.rand((), generator=generator) < 0.5:
             images = torch.flip(images, dims=(3, ))
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         return images
 
     # -- the optimisation ----------------------------------------------------------------
     def synthesize(self, teacher: nn.Module, labels: torch.Tensor,
                    generator: Optional[torch.Generator] = None,
-                   return_history: bool = False):
+                   return_history: bool = False,
+                   on_step: Optional[Callable[[], None]] = None):
         """Optimise one batch of images for ``labels``.
 
         Args:
@@ -171,6 +183,7 @@ class DeepInversionSynthesizer:
                 intra-divergence term effective.
             generator: Random generator of the initial noise and the augmentations.
             return_history: Also return the total objective of every step.
+            on_step: Called after every optimisation step (progress bars).
 
         Returns:
             Tensor: Images (B, 3, image_size, image_size) in the teacher's normalised input
@@ -190,7 +203,7 @@ class DeepInversionSynthesizer:
             with BNStatisticsLoss(teacher, self.first_bn_weight) as bn_loss:
                 for side, iterations in self.resolution_schedule:
                     history += self._optimise_stage(teacher, bn_loss, images, labels, side,
-                                                    iterations, generator, pixel_range)
+                                                    iterations, generator, pixel_range, on_step)
         finally:
             teacher.train(was_training)
             for param, flag in zip(teacher.parameters(), requires_grad):
@@ -212,7 +225,8 @@ class DeepInversionSynthesizer:
     def _optimise_stage(self, teacher: nn.Module, bn_loss: BNStatisticsLoss,
                         images: torch.Tensor, labels: torch.Tensor, side: int, iterations: int,
                         generator: torch.Generator,
-                        pixel_range: Optional[Tuple[torch.Tensor, torch.Tensor]]) -> list:
+                        pixel_range: Optional[Tuple[torch.Tensor, torch.Tensor]],
+                        on_step: Optional[Callable[[], None]] = None) -> list:
         optimizer = torch.optim.Adam([images], lr=self.lr, betas=self.betas, eps=1e-8)
         device = images.device.type
         dtype = getattr(torch, self.amp_dtype) if self.amp_dtype else None
@@ -233,5 +247,7 @@ class DeepInversionSynthesizer:
                 with torch.no_grad():
                     images.copy_(torch.maximum(torch.minimum(images, pixel_range[1]),
                                                pixel_range[0]))
-            history.append(float(total))
+            history.append(float(total.detach()))
+            if on_step is not None:
+                on_step()
         return history

@@ -12,8 +12,8 @@ import torch
 import torch.nn as nn
 
 from mmkd.utils.errors import ConfigError
-from .precision import float32_reduction
-from .validation import check_non_negative
+from mmkd.models.losses.precision import float32_reduction
+from mmkd.models.losses.validation import check_non_negative
 
 
 @float32_reduction

@@ -1,13 +1,14 @@
-"""DF-DearKD's boundary-preserving intra-divergence loss for synthesised images."""
+"""DF-DearKD's boundary-preserving intra-divergence term, a synthesis objective: it acts on the
+teacher's embeddings of the images being synthesised, not on a student (so it is no
+distillation loss and is not registered; :class:`DeepInversionSynthesizer` builds it)."""
 from typing import Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmkd.registry import MODELS
-from .precision import float32_reduction
-from .validation import check_non_negative
+from mmkd.models.losses.precision import float32_reduction
+from mmkd.models.losses.validation import check_non_negative
 
 
 def intra_divergence_terms(embeddings: torch.Tensor, labels: torch.Tensor,
@@ -51,7 +52,6 @@ def intra_divergence_terms(embeddings: torch.Tensor, labels: torch.Tensor,
     return divergence, triplet
 
 
-@MODELS.register_module()
 class IntraDivergenceLoss(nn.Module):
     """DF-DearKD's boundary-preserving intra-divergence loss (Chen et al., CVPR 2022):
     ``ep_weight * (-d(anchor, easy positive)) + triplet_weight * max(0, d(anchor, hard

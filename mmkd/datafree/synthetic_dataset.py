@@ -1,5 +1,4 @@
 """A dataset of images synthesised from a teacher (DF-DearKD's training set)."""
-import os
 import os.path as osp
 from typing import List, Optional, Union
 
@@ -12,7 +11,10 @@ from mmpretrain.datasets import BaseDataset
 from mmkd.models.algorithms.teacher import load_teacher_checkpoint
 from mmkd.models.builder import build_model_from_cfg
 from mmkd.registry import DATASETS, TASK_UTILS, build_component
+from mmkd.utils.checkpoint import atomic_save
 from mmkd.utils.errors import ConfigError
+from .fingerprint import fingerprint_differences, synthesis_fingerprint, teacher_weights_hash
+from .progress import SynthesisProgress
 
 
 def to_pixels(images: torch.Tensor, data_preprocessor: nn.Module) -> torch.Tensor:
@@ -41,8 +43,11 @@ class DeepInversionDataset(BaseDataset):
 
     The images are synthesised when the dataset is built, ``num_per_class`` per class in
     batches of ``batch_size`` images (classes spread evenly over every batch, so the
-    intra-divergence term sees several images per class), and saved to ``cache_file``; a
-    later build with the same cache file loads them instead. In distributed runs rank 0
+    intra-divergence term sees several images per class), and saved to ``cache_file`` with a
+    fingerprint: the hash of the teacher's weights, the synthesizer's settings, the number
+    of images, the batch size and the seed. A later build loads the cache when its
+    fingerprint is the same, and synthesises again (overwriting it) when anything differs.
+    A progress bar shows images/s and the time left. In distributed runs rank 0
     synthesises and the other ranks wait and load the cache. Items are ``img`` (H, W, 3)
     uint8 and ``gt_label`` (the class the image was synthesised for), so mmpretrain's
     pipelines, augmentations and the student's data preprocessor work unchanged.
@@ -104,43 +109,75 @@ class DeepInversionDataset(BaseDataset):
         return teacher.to(self.device).eval()
 
     def _labels(self, num_classes: int) -> torch.Tensor:
-        """Class of every image, interleaved so each batch holds every class."""
+        """Class of every image, interleaved so each batch holds every class (and every prefix
+        of ``k * num_classes`` images is balanced)."""
         return torch.arange(num_classes).repeat(self.num_per_class)
 
-    def synthesize(self) -> dict:
-        """Synthesise every image (see the class docstring).
-
-        Returns:
-            dict: ``images`` (N, H, W, 3) uint8 and ``labels`` (N, ) int64.
-        """
-        teacher = self._build_teacher()
-        num_classes = self.num_classes or getattr(teacher.head, 'num_classes', None)
+    def _num_classes(self, teacher: nn.Module) -> int:
+        num_classes = self.num_classes or getattr(getattr(teacher, 'head', None),
+                                                  'num_classes', None)
         if num_classes is None:
             raise ConfigError('DeepInversionDataset: give num_classes (the teacher head has '
-                             'no num_classes).')
+                              'no num_classes).')
+        return num_classes
+
+    def fingerprint(self, teacher: nn.Module) -> dict:
+        """What the images depend on (see :func:`synthesis_fingerprint`)."""
+        return synthesis_fingerprint(teacher_weights_hash(teacher), self.synthesizer_cfg,
+                                     self._num_classes(teacher), self.num_per_class,
+                                     self.batch_size, self.seed)
+
+    def synthesize(self, teacher: Optional[nn.Module] = None) -> dict:
+        """Synthesise every image (see the class docstring), with a progress bar.
+
+        Args:
+            teacher: The loaded teacher; built from the config when ``None``.
+
+        Returns:
+            dict: ``images`` (N, H, W, 3) uint8, ``labels`` (N, ) int64 and ``fingerprint``.
+        """
+        teacher = teacher if teacher is not None else self._build_teacher()
         synthesizer = build_component(TASK_UTILS, self.synthesizer_cfg)
         generator = torch.Generator().manual_seed(self.seed)
-        labels = self._labels(num_classes)
+        labels = self._labels(self._num_classes(teacher))
         images = []
-        for start in range(0, len(labels), self.batch_size):
-            batch = labels[start:start + self.batch_size]
-            print_log(f'DeepInversionDataset: synthesising images {start}-'
-                      f'{start + len(batch) - 1} of {len(labels)}', logger='current')
-            normalised = synthesizer.synthesize(teacher, batch, generator)
-            images.append(to_pixels(normalised, teacher.data_preprocessor).cpu())
-        return dict(images=torch.cat(images), labels=labels)
+        with SynthesisProgress(len(labels), synthesizer.num_steps) as progress:
+            for start in range(0, len(labels), self.batch_size):
+                batch = labels[start:start + self.batch_size]
+                normalised = synthesizer.synthesize(
+                    teacher, batch, generator, on_step=lambda n=len(batch): progress.step(n))
+                images.append(to_pixels(normalised, teacher.data_preprocessor).cpu())
+                progress.batch_done(start + len(batch))
+        return dict(images=torch.cat(images), labels=labels,
+                    fingerprint=self.fingerprint(teacher))
+
+    def _read_cache(self, wanted: dict) -> Optional[dict]:
+        """The cached set when ``cache_file`` exists and its fingerprint is ``wanted``."""
+        if self.cache_file is None or not osp.isfile(self.cache_file):
+            return None
+        data = torch.load(self.cache_file, map_location='cpu', weights_only=True)
+        differences = fingerprint_differences(data.get('fingerprint', {}), wanted)
+        if differences:
+            print_log(f'DeepInversionDataset: {self.cache_file} was synthesised with another '
+                      f'{", ".join(differences)}; synthesising again.', logger='current')
+            return None
+        print_log(f'DeepInversionDataset: {len(data["labels"])} synthetic images from '
+                  f'{self.cache_file} (same teacher, synthesizer and number of images).',
+                  logger='current')
+        return data
 
     def _load_or_synthesize(self) -> dict:
-        if self.cache_file is not None and osp.isfile(self.cache_file):
-            return torch.load(self.cache_file, map_location='cpu', weights_only=True)
+        data = None
         if get_rank() == 0:
-            data = self.synthesize()
-            if self.cache_file is not None:
-                os.makedirs(osp.dirname(osp.abspath(self.cache_file)), exist_ok=True)
-                torch.save(data, self.cache_file)
+            teacher = self._build_teacher()
+            data = self._read_cache(self.fingerprint(teacher))
+            if data is None:
+                data = self.synthesize(teacher)
+                if self.cache_file is not None:
+                    atomic_save(data, self.cache_file)
         barrier()
         if get_rank() != 0:
-            return torch.load(self.cache_file, map_location='cpu', weights_only=True)
+            data = torch.load(self.cache_file, map_location='cpu', weights_only=True)
         return data
 
     def load_data_list(self) -> List[dict]:

@@ -1,17 +1,19 @@
 """DF-DearKD's synthesis: the objective's composition, a few steps lowering it, the teacher left
-untouched, and the synthetic dataset (pixels, cache)."""
+untouched, and the synthetic dataset (pixels, progress, the cache and its fingerprint)."""
 import copy
+import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from helpers import save_checkpoint_of, tiny_classifier
-from mmkd.datafree import (DeepInversionDataset, DeepInversionSynthesizer,
-                           teacher_logits_and_embeddings, to_pixels)
+from mmengine.logging import MMLogger
+
+from mmkd.datafree import (BNStatisticsLoss, DeepInversionDataset, DeepInversionSynthesizer,
+                           IntraDivergenceLoss, l2_prior, teacher_logits_and_embeddings,
+                           teacher_weights_hash, to_pixels, total_variation)
 from mmkd.models import build_model_from_cfg
-from mmkd.models.losses import (BNStatisticsLoss, IntraDivergenceLoss, l2_prior,
-                                total_variation)
 
 
 def _teacher() -> torch.nn.Module:
@@ -85,21 +87,96 @@ def test_to_pixels_undoes_the_normalisation():
     assert to_pixels(normalised, bgr).flatten().tolist() == [30, 20, 10]  # loaded as BGR
 
 
-def test_dataset_synthesizes_once_and_reloads_the_cache(tmp_path):
+SYNTHESIZER = dict(type='DeepInversionSynthesizer', image_size=16,
+                   resolution_schedule=[(16, 2)], jitter=0, flip=False)
+
+
+def _build(cfg: dict, ckpt: str, cache: str, **changes) -> DeepInversionDataset:
+    kwargs = dict(teacher=cfg, teacher_ckpt=ckpt, num_per_class=2, batch_size=4,
+                  synthesizer=SYNTHESIZER, cache_file=cache)
+    return DeepInversionDataset(**dict(kwargs, **changes))
+
+
+def _file_state(path: str) -> tuple:
+    """Changes when the file is written again (atomic saves replace the inode)."""
+    stat = os.stat(path)
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def test_dataset_synthesizes_balanced_uint8_images_with_progress(tmp_path, capsys):
+    cfg = tiny_classifier(width=4, num_classes=3)
+    ckpt = save_checkpoint_of(cfg, str(tmp_path / 'teacher.pth'))
+    MMLogger.get_instance('test_synthesis_progress')  # print_log's current logger
+    dataset = _build(cfg, ckpt, str(tmp_path / 'images.pth'))
+    assert len(dataset) == 6
+    assert sorted(dataset.get_data_info(i)['gt_label'] for i in range(6)) == [0, 0, 1, 1, 2, 2]
+    assert [dataset.get_data_info(i)['gt_label'] for i in range(3)] == [0, 1, 2]  # balanced
+    image = dataset.get_data_info(0)['img']
+    assert image.shape == (16, 16, 3) and str(image.dtype) == 'uint8'
+    out = capsys.readouterr().out
+    assert '4/6 images' in out and '6/6 images' in out  # one line per batch of 4
+    assert '6 images synthesised in' in out and 'images/s' in out
+    with pytest.raises(ValueError, match='teacher_ckpt'):
+        DeepInversionDataset(teacher=cfg, num_per_class=1, synthesizer=SYNTHESIZER)
+
+
+def test_cache_is_reused_only_for_the_same_teacher_settings_and_image_count(tmp_path):
     cfg = tiny_classifier(width=4, num_classes=3)
     ckpt = save_checkpoint_of(cfg, str(tmp_path / 'teacher.pth'))
     cache = str(tmp_path / 'images.pth')
-    synthesizer = dict(type='DeepInversionSynthesizer', image_size=16,
-                       resolution_schedule=[(16, 2)], jitter=0, flip=False)
-    dataset = DeepInversionDataset(teacher=cfg, teacher_ckpt=ckpt, num_per_class=2,
-                                   batch_size=4, synthesizer=synthesizer, cache_file=cache)
-    assert len(dataset) == 6
-    assert sorted(dataset.get_data_info(i)['gt_label'] for i in range(6)) == [0, 0, 1, 1, 2, 2]
-    image = dataset.get_data_info(0)['img']
-    assert image.shape == (16, 16, 3) and str(image.dtype) == 'uint8'
-    # A second build loads the cache: the (now invalid) synthesizer is never built.
-    again = DeepInversionDataset(teacher=cfg, teacher_ckpt=ckpt, num_per_class=2,
-                                 synthesizer=dict(type='NoSuchSynthesizer'), cache_file=cache)
-    assert (again.get_data_info(3)['img'] == dataset.get_data_info(3)['img']).all()
-    with pytest.raises(ValueError, match='teacher_ckpt'):
-        DeepInversionDataset(teacher=cfg, num_per_class=1, synthesizer=synthesizer)
+    first = _build(cfg, ckpt, cache)
+    state = _file_state(cache)
+    fingerprint = torch.load(cache, weights_only=True)['fingerprint']
+    assert fingerprint['teacher'] == teacher_weights_hash(first._build_teacher())
+
+    # The same teacher, settings and count (written as a tuple instead of a list): reused.
+    same = _build(cfg, ckpt, cache,
+                  synthesizer=dict(SYNTHESIZER, resolution_schedule=((16, 2), )))
+    assert _file_state(cache) == state
+    assert all((same.get_data_info(i)['img'] == first.get_data_info(i)['img']).all()
+               for i in range(6))
+
+    # another teacher: same architecture, other weights
+    other_ckpt = save_checkpoint_of(cfg, str(tmp_path / 'other_teacher.pth'), seed=1)
+    changes = [dict(teacher_ckpt=other_ckpt),
+               dict(synthesizer=dict(SYNTHESIZER, lr=0.05)),
+               dict(synthesizer=dict(SYNTHESIZER, resolution_schedule=[(16, 3)])),
+               dict(num_per_class=3)]
+    for change in changes:
+        dataset = _build(cfg, ckpt, cache, **change)
+        assert _file_state(cache) != state, change  # synthesised again and saved
+        state = _file_state(cache)
+        again = _build(cfg, ckpt, cache, **change)  # and now reused
+        assert _file_state(cache) == state, change
+        assert len(again) == len(dataset)
+    assert len(dataset) == 9
+
+    # A cache of the previous format (no fingerprint) is synthesised again.
+    torch.save(dict(images=torch.zeros(9, 16, 16, 3, dtype=torch.uint8),
+                    labels=torch.arange(3).repeat(3)), cache)
+    state = _file_state(cache)
+    dataset = _build(cfg, ckpt, cache, num_per_class=3)
+    assert _file_state(cache) != state and dataset.get_data_info(0)['img'].any()
+
+
+def test_teacher_hash_follows_weights_and_normalisation_not_layout():
+    teacher = _teacher()
+    digest = teacher_weights_hash(teacher)
+    assert digest == teacher_weights_hash(teacher.to(memory_format=torch.channels_last))
+    changed = copy.deepcopy(teacher)
+    with torch.no_grad():
+        weight = next(changed.parameters())
+        weight[(0, ) * weight.dim()] += 1e-3
+    assert teacher_weights_hash(changed) != digest
+    renormalised = copy.deepcopy(teacher)
+    renormalised.data_preprocessor.mean.fill_(90.0)
+    assert teacher_weights_hash(renormalised) != digest
+
+
+def test_channels_last_gives_the_same_images():
+    teacher = _teacher()
+    labels = torch.tensor([0, 1, 2] * 2)
+    kwargs = dict(image_size=16, resolution_schedule=[(8, 2), (16, 3)], jitter=1, flip=True)
+    images = [DeepInversionSynthesizer(channels_last=flag, **kwargs).synthesize(
+        teacher, labels, torch.Generator().manual_seed(3)) for flag in (True, False)]
+    torch.testing.assert_close(images[0], images[1], rtol=1e-4, atol=1e-4)

@@ -2,6 +2,7 @@
 losses and the teacher's forward stop at the switch), DF-DearKD on synthesised images, and the
 ImageNet config."""
 import copy
+import os.path as osp
 
 import torch
 from mmengine.config import Config
@@ -99,28 +100,78 @@ def test_two_stage_schedule_end_to_end(tmp_path):
                        student['backbone.layers.0.attn.position_weights'])
 
 
+def _data_free_options(tmp_path, max_iters: int, stop_at: int) -> dict:
+    """The data-free configs shrunk: 20 synthetic images from the thin teacher (5 steps),
+    ``max_iters`` iterations of 4 images, distillation off from iteration ``stop_at``."""
+    ckpt = save_checkpoint_of(TEACHER, str(tmp_path / 'teacher.pth'))
+    dataset = 'train_dataloader.dataset'
+    return {
+        'model.teacher.cfg_path': TEACHER['cfg_path'],
+        'model.teacher_ckpt': ckpt,
+        f'{dataset}.teacher.cfg_path': TEACHER['cfg_path'],
+        f'{dataset}.teacher_ckpt': ckpt,
+        f'{dataset}.num_per_class': 2,
+        f'{dataset}.batch_size': 20,
+        f'{dataset}.cache_file': str(tmp_path / 'synthetic.pth'),
+        f'{dataset}.synthesizer.resolution_schedule': [(16, 2), (32, 3)],
+        'train_dataloader.batch_size': 4,
+        'train_cfg.max_iters': max_iters,
+        'train_cfg.val_interval': max_iters,
+        'default_hooks.checkpoint.interval': max_iters,
+        'default_hooks.logger.interval': 1,
+        'param_scheduler': [dict(type='ConstantLR', factor=1.0, by_epoch=False)],
+        'custom_hooks': [dict(type='DistillSwitchHook', stop_at=stop_at, by_epoch=False)],
+    }
+
+
 def test_data_free_dearkd_end_to_end(tmp_path):
+    """DF-DearKD: synthetic images, soft targets on the distillation token, the switch."""
     log = IterationLog()
-    ckpt = str(tmp_path / 'teacher.pth')
-    options = _options(tmp_path, log, epochs=1, stop_at=1)
-    cache = str(tmp_path / 'synthetic.pth')
-    options.update({
-        'train_dataloader.dataset.teacher.cfg_path': TEACHER['cfg_path'],
-        'train_dataloader.dataset.teacher_ckpt': ckpt,
-        'train_dataloader.dataset.num_per_class': 2,
-        'train_dataloader.dataset.batch_size': 20,
-        'train_dataloader.dataset.cache_file': cache,
-        'train_dataloader.dataset.synthesizer.resolution_schedule': [(16, 2), (32, 3)],
-    })
-    options.pop('train_dataloader.dataset.shots_per_class')
-    train_with_log('digits/dearkd_datafree_resnet18_w32_mhca_vit.py', str(tmp_path / 'run'),
-                   options, log)
-    synthetic = torch.load(cache, weights_only=True)
+    options = _data_free_options(tmp_path, max_iters=5, stop_at=3)
+    options.update(SMALL_VIT)
+    runner = train_with_log('digits/dearkd_datafree_resnet18_w32_mhca_vit.py',
+                            str(tmp_path / 'run'), options, log)
+    synthetic = torch.load(str(tmp_path / 'synthetic.pth'), weights_only=True)
     assert synthetic['images'].shape == (20, 32, 32, 3)
     assert synthetic['images'].dtype == torch.uint8
     assert sorted(synthetic['labels'].tolist()) == sorted(list(range(10)) * 2)
-    assert len(log.rows) == 5 and all(row['teacher_calls'] == 1 for row in log.rows)
-    assert all('loss_aligner' in row['losses'] for row in log.rows)
+    assert synthetic['fingerprint']['num_images'] == dict(num_classes=10, num_per_class=2)
+    assert len(log.rows) == 5
+    for row in log.rows[:3]:
+        assert {'loss_dist_token', 'loss_aligner'} <= set(row['losses'])
+        assert row['teacher_calls'] == 1 and row['dist_target'] == 'teacher'
+    for row in log.rows[3:]:  # label-only training
+        assert 'student.loss_dist' in row['losses'] and 'loss_dist_token' not in row['losses']
+        assert row['teacher_calls'] == 0 and row['dist_target'] == 'label'
+    assert runner.model.distiller.distill_losses['loss_dist_token'].mode == 'soft'
+
+
+def test_set_distillation_switches_the_distillation_token_target(tmp_path):
+    runner = build_train_runner(
+        config_path('digits/dearkd_resnet18_w32_mhca_vit.py'), work_dir=str(tmp_path),
+        cfg_options=dict(SMALL_VIT, **{'model.teacher.cfg_path': TEACHER['cfg_path'],
+                                       'model.teacher_ckpt': save_checkpoint_of(
+                                           TEACHER, str(tmp_path / 'teacher.pth'))}))
+    model = runner.model
+    assert model.distillation_enabled and model.student.head.dist_target == 'teacher'
+    model.set_distillation(False)
+    assert not model.distillation_enabled and model.student.head.dist_target == 'label'
+    model.set_distillation(True)
+    assert model.distillation_enabled and model.student.head.dist_target == 'teacher'
+
+
+def test_data_free_control_shares_the_synthetic_set_and_trains(tmp_path):
+    """The DF-KD control (ResNet-18 w4) reads the same synthetic set as DF-DearKD (one cache,
+    one fingerprint) and trains with KD plus 0.5 x cross-entropy."""
+    dearkd = Config.fromfile(config_path('digits/dearkd_datafree_resnet18_w32_mhca_vit.py'))
+    control = Config.fromfile(config_path('digits/kd_datafree_resnet18_w32_w4.py'))
+    assert dearkd.train_dataloader.dataset == control.train_dataloader.dataset
+    options = _data_free_options(tmp_path, max_iters=2, stop_at=2)
+    options.pop('custom_hooks')
+    runner = build_train_runner(control, work_dir=str(tmp_path / 'run'), cfg_options=options)
+    runner.train()
+    assert runner.model.student.head.loss_module.loss_weight == 0.5
+    assert osp.isfile(str(tmp_path / 'synthetic.pth'))
 
 
 def test_imagenet_config_builds_and_trains_a_step(tmp_path):

@@ -43,7 +43,7 @@ class DistillSwitchHook(Hook):
     def _apply(self, runner, counter: int) -> None:
         model = unwrap_model(runner.model)
         distilling = counter < self.stop_at
-        model.distillation_enabled = distilling
+        model.set_distillation(distilling)
         if not distilling:
             model.calculate_student_loss = True
         if counter == self.stop_at:

@@ -9,14 +9,14 @@ class DearKD(SingleTeacherDistill):
     """DearKD (Chen et al., CVPR 2022): :class:`SingleTeacherDistill` for a student with DeiT's
     distillation token.
 
-    Stage 1 (``distillation_enabled``): the teacher runs; the distiller's losses (hard-label
-    distillation of the distillation token, aligner feature loss) train the student together
+    Stage 1 (``set_distillation(True)``, the start): the teacher runs; the distiller's losses
+    (distillation of the distillation token, aligner feature loss) train the student together
     with its class-token loss; the student head (:class:`DearKDClsHead`) leaves its
     distillation token to the distiller (``dist_target='teacher'``).
 
-    Stage 2 (after ``DistillSwitchHook(stop_at=...)``): the teacher no longer runs and the
-    distillation token is trained on the ground truth (``dist_target='label'``), so the
-    averaged two-token prediction keeps being trained.
+    Stage 2 (``set_distillation(False)``, called by ``DistillSwitchHook(stop_at=...)``): the
+    teacher no longer runs and the distillation token is trained on the ground truth
+    (``dist_target='label'``), so the averaged two-token prediction keeps being trained.
 
     Args:
         See :class:`SingleTeacherDistill`. The student's ``head`` must have a
@@ -33,18 +33,15 @@ class DearKD(SingleTeacherDistill):
                                   'distillation token use SingleTeacherDistill.')
         self._sync_head()
 
-    @property
-    def distillation_enabled(self) -> bool:
-        """Whether stage 1 (distillation) is on; switching it also switches the target of the
-        student's distillation token."""
-        return self.__dict__.get('_distillation_enabled', True)
+    def set_distillation(self, enabled: bool) -> None:
+        """Switch stage 1 (distillation) on or off; the target of the student's distillation
+        token follows: the teacher (through the distiller) while on, the labels while off.
 
-    @distillation_enabled.setter
-    def distillation_enabled(self, value: bool) -> None:
-        self.__dict__['_distillation_enabled'] = bool(value)
+        Args:
+            enabled: Whether the teacher and the distiller's losses take part.
+        """
+        super().set_distillation(enabled)
         self._sync_head()
 
     def _sync_head(self) -> None:
-        head = getattr(self.__dict__.get('_modules', {}).get('student'), 'head', None)
-        if hasattr(head, 'dist_target'):
-            head.dist_target = 'teacher' if self.distillation_enabled else 'label'
+        self.student.head.dist_target = 'teacher' if self.distillation_enabled else 'label'

@@ -275,6 +275,16 @@ class SingleTeacherDistill(BaseModel):
             losses.update(self.distiller.compute_distill_losses())
         return losses
 
+    def set_distillation(self, enabled: bool) -> None:
+        """Switch distillation on or off (``DistillSwitchHook`` calls this). Off: the teacher
+        no longer runs and only the student's own losses train it. Subclasses whose student
+        changes with the stage (e.g. DearKD's distillation token) extend it.
+
+        Args:
+            enabled: Whether the teacher and the distiller's losses take part.
+        """
+        self.distillation_enabled = bool(enabled)
+
     def _run_teacher(self, inputs: torch.Tensor, data_samples: DataSamples) -> None:
         runtime = self._teacher_runtime
         with runtime.teacher_context(inputs.device), self.distiller.teacher_recorders.recording(

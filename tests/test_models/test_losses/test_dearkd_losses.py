@@ -1,5 +1,5 @@
-"""DearKD's losses and head against hand computations: the distillation-token loss, the
-two-token head, DeepInversion's terms and the boundary-preserving intra-divergence loss."""
+"""DearKD's loss and head against hand computations: the distillation-token loss and the
+two-token head (the data-free synthesis terms are in tests/test_datafree)."""
 import math
 
 import pytest
@@ -8,8 +8,7 @@ import torch.nn as nn
 from mmpretrain.structures import DataSample
 
 from mmkd.models import build_model_from_cfg
-from mmkd.models.losses import (BNStatisticsLoss, DearKDLogitLoss, IntraDivergenceLoss,
-                                intra_divergence_terms, l2_prior, total_variation)
+from mmkd.models.losses import DearKDLogitLoss
 
 
 def test_hard_label_loss_is_cross_entropy_with_the_teachers_argmax():
@@ -79,64 +78,3 @@ def test_head_names_a_backbone_without_distillation_token():
                           patch_size=8),
             head=dict(type='mmkd.DearKDClsHead', num_classes=3, in_channels=192)))
         model(torch.randn(1, 3, 16, 16), mode='tensor')
-
-
-def test_total_variation_and_l2_prior_by_hand():
-    image = torch.tensor([[[[0., 1.], [3., 2.]]]])  # (1, 1, 2, 2)
-    # horizontal (1, -1), vertical (3, 1), diagonal (2), anti-diagonal (1 - 3 = -2)
-    expected = math.sqrt(1 + 1) + math.sqrt(9 + 1) + 2 + 2
-    assert torch.allclose(total_variation(image), torch.tensor(expected))
-    batch = torch.stack([torch.full((1, 2, 2), 3.0), torch.zeros(1, 2, 2)])
-    assert torch.allclose(l2_prior(batch), torch.tensor((6.0 + 0.0) / 2))
-
-
-def test_bn_statistics_loss_by_hand():
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), nn.BatchNorm2d(2), nn.ReLU(),
-                        nn.Conv2d(2, 2, 1, bias=False), nn.BatchNorm2d(2)).eval()
-    for bn in (net[1], net[4]):
-        bn.running_mean.uniform_(-1, 1)
-        bn.running_var.uniform_(0.5, 2)
-    x = torch.randn(3, 1, 4, 4)
-    with BNStatisticsLoss(net, first_layer_weight=10.0) as bn_loss:
-        net(x)
-        loss = bn_loss.loss()
-        with pytest.raises(RuntimeError, match='did not run'):
-            bn_loss.loss()  # terms are consumed by each call
-
-    def term(feature, bn):
-        mean = feature.mean(dim=(0, 2, 3))
-        var = feature.var(dim=(0, 2, 3), unbiased=False)
-        return (mean - bn.running_mean).norm() + (var - bn.running_var).norm()
-
-    first = net[0](x)
-    second = net[3](net[2](net[1](first)))
-    assert torch.allclose(loss, 10 * term(first, net[1]) + term(second, net[4]), atol=1e-5)
-    assert not net[1]._forward_hooks  # hooks removed on exit
-    with pytest.raises(ValueError, match='no BatchNorm'):
-        BNStatisticsLoss(nn.Linear(2, 2))
-
-
-def test_intra_divergence_terms_by_hand():
-    # Unit embeddings on a circle: class 0 at angles 0, 0.2, 1.0; class 1 at 1.4 and 3.
-    angles = torch.tensor([0.0, 0.2, 1.0, 1.4, 3.0])
-    embeddings = torch.stack([angles.cos(), angles.sin()], 1) * 5  # scale is normalised away
-    labels = torch.tensor([0, 0, 0, 1, 1])
-    chord = lambda a, b: 2 * math.sin(abs(a - b) / 2)  # noqa: E731
-    a = angles.tolist()
-    easy = [chord(a[0], a[1]), chord(a[1], a[0]), chord(a[2], a[1]),
-            chord(a[3], a[4]), chord(a[4], a[3])]
-    hard_pos = [chord(a[0], a[2]), chord(a[1], a[2]), chord(a[2], a[0]),
-                chord(a[3], a[4]), chord(a[4], a[3])]
-    hard_neg = [chord(a[0], a[3]), chord(a[1], a[3]), chord(a[2], a[3]),
-                chord(a[3], a[2]), chord(a[4], a[2])]
-    margin = 0.2
-    divergence, triplet = intra_divergence_terms(embeddings, labels, margin)
-    assert math.isclose(divergence.item(), -sum(easy) / 5, rel_tol=1e-5)
-    expected = sum(max(0.0, p - n + margin) for p, n in zip(hard_pos, hard_neg)) / 5
-    assert math.isclose(triplet.item(), expected, rel_tol=1e-5)
-    loss = IntraDivergenceLoss(ep_weight=50, triplet_weight=0.5, margin=margin)
-    assert torch.allclose(loss(embeddings, labels), 50 * divergence + 0.5 * triplet)
-    # An anchor alone in its class has no positive and is skipped.
-    alone = intra_divergence_terms(embeddings[:4], labels[:4], margin)[0]
-    assert math.isclose(alone.item(), -sum(easy[:3]) / 3, rel_tol=1e-5)
