@@ -4,12 +4,9 @@ evaluated), or an exported student with the stock student config.
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl]
 """
 import argparse
-import os
-
-from mmengine.config import DictAction
 
 from mmkd.apis.test import build_test_runner
-from mmkd.utils.cli import add_debug_argument, require_file, run_cli
+from mmkd.utils.cli import add_runner_arguments, parse_runner_args, require_file, run_cli
 
 
 def parse_args() -> argparse.Namespace:
@@ -18,15 +15,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the directory to save the evaluation metrics')
     parser.add_argument('--out', help='dump the predictions to this pickle file')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings of the config, xxx=yyy format')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    add_debug_argument(parser)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_runner_arguments(parser)
+    return parse_runner_args(parser)
 
 
 def main() -> None:

@@ -5,12 +5,9 @@
     tools/dist_train.sh CONFIG NUM_PROCESSES [args]    # torchrun; gloo on CPU
 """
 import argparse
-import os
-
-from mmengine.config import DictAction
 
 from mmkd.apis.train import build_train_runner
-from mmkd.utils.cli import add_debug_argument, require_file, run_cli
+from mmkd.utils.cli import add_runner_arguments, parse_runner_args, require_file, run_cli
 
 
 def parse_args() -> argparse.Namespace:
@@ -27,16 +24,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from this checkpoint, or from the latest checkpoint of the '
                         'work dir when no path is given')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings of the config, xxx=yyy format')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    # torchrun passes --local-rank (torch >= 2.0) or --local_rank (older launchers).
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    add_debug_argument(parser)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_runner_arguments(parser)
+    return parse_runner_args(parser)
 
 
 def main() -> None:

@@ -22,6 +22,8 @@ import sys
 from types import TracebackType
 from typing import Callable, Iterator, List, Optional
 
+from mmengine.config import DictAction
+
 from .errors import NameNotFoundError, UserError, UserFileNotFoundError, find_user_error
 from .misc import did_you_mean
 
@@ -55,6 +57,35 @@ def add_debug_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
                         help=f'show the traceback of an input mistake (also {DEBUG_ENV}=1)')
     parser.epilog = f'{parser.epilog}\n\n{EPILOG}' if parser.epilog else EPILOG
     return parser
+
+
+def add_runner_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the arguments that ``tools/train.py`` and ``tools/test.py`` share: ``--cfg-options``,
+    ``--launcher``, torchrun's ``--local-rank`` and ``--debug``.
+
+    Call :func:`parse_runner_args` to parse them.
+
+    Examples:
+        >>> parser = add_runner_arguments(argparse.ArgumentParser())
+        >>> args = parser.parse_args(['--cfg-options', 'train_cfg.max_epochs=2'])
+        >>> args.cfg_options, args.launcher
+        ({'train_cfg.max_epochs': 2}, 'none')
+    """
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of the config, xxx=yyy format')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    # torchrun passes --local-rank (torch >= 2.0) or --local_rank (older launchers).
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return add_debug_argument(parser)
+
+
+def parse_runner_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse the command line of a tool built with :func:`add_runner_arguments`; the local rank
+    goes to ``LOCAL_RANK`` (where mmengine reads it) unless torchrun set it already."""
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
 
 
 def missing_file_error(path: str, what: str) -> UserFileNotFoundError:
