@@ -10,6 +10,7 @@ from mmkd's own recorders run on the real model.
 """
 import copy
 import fnmatch
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -18,20 +19,15 @@ import torch.nn as nn
 from mmengine.model import BaseModel
 
 from mmkd.models.builder import build_model_from_cfg
+from mmkd.models.connectors.suggest import CONNECTOR_REASONS, connectors_needed
 from mmkd.models.data_samples import dummy_data_samples
 from mmkd.utils.config import read_config, strip_pretrained_init
 from mmkd.utils.errors import ConfigTypeError, NameNotFoundError
 from mmkd.models.recorders import (MethodOutputsRecorder, ModuleOutputsRecorder, PreReLURecorder,
                                    RecordedTensorChanged, RecorderManager)
+from mmkd.models.recorders.pre_relu_recorder import ACTIVATION_TYPES
 
 Shape = Tuple[int, ...]
-ACTIVATIONS = ('ReLU', 'ReLU6')
-#: Why each connector is needed, for the printed table.
-CONNECTOR_REASONS = {
-    'ConvBNConnector': 'channels differ',
-    'ResizeConnector': 'spatial sizes differ',
-    'TokensToMapConnector': 'tokens vs map',
-}
 
 
 @dataclass
@@ -140,7 +136,7 @@ def _has_forward(module: nn.Module) -> bool:
 
 
 def candidate_taps(model: nn.Module,
-                   activations: Sequence[str] = ACTIVATIONS) -> Iterator[Tuple[str, str]]:
+                   activations: Sequence[str] = ACTIVATION_TYPES) -> Iterator[Tuple[str, str]]:
     """Stages (children of the model's parts: backbone, neck, heads) and blocks (children of a
     stage) that contain an activation module, in model order.
 
@@ -224,7 +220,7 @@ def _run_plain(model: nn.Module, inputs: torch.Tensor) -> None:
 
 
 def discover_taps(model: nn.Module, input_shape: Sequence[int],
-                  activations: Sequence[str] = ACTIVATIONS) -> List[Tap]:
+                  activations: Sequence[str] = ACTIVATION_TYPES) -> List[Tap]:
     """Candidate pre-ReLU taps of ``model`` with the shapes recorded for a dummy input.
 
     Modules that do not run in ``tensor`` mode (e.g. an auxiliary head), return no single tensor
@@ -261,19 +257,6 @@ def discover_taps(model: nn.Module, input_shape: Sequence[int],
     return [tap for tap in taps if tap is not None]
 
 
-def connectors_needed(student_shape: Shape, teacher_shape: Shape) -> List[str]:
-    """Student connector types that map a feature of ``student_shape`` to ``teacher_shape``,
-    in the order to apply them; empty when the shapes agree."""
-    needed = []
-    if len(student_shape) == len(teacher_shape) and student_shape[1] != teacher_shape[1]:
-        needed.append('ConvBNConnector')
-    if len(student_shape) == len(teacher_shape) == 4 and student_shape[2:] != teacher_shape[2:]:
-        needed.append('ResizeConnector')
-    if len(student_shape) == 3 and len(teacher_shape) == 4:
-        needed.append('TokensToMapConnector')
-    return needed
-
-
 def pair_stages(student_taps: Sequence[Tap], teacher_taps: Sequence[Tap]) -> List[TapPair]:
     """Match the student's stages with the teacher's.
 
@@ -306,6 +289,26 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
+@contextmanager
+def _recorded_forward(model: nn.Module, recorders: Dict[str, Any],
+                      input_shape: Sequence[int]) -> Iterator[None]:
+    """Run ``model`` once in evaluation mode on a dummy batch (1, *input_shape*) with
+    ``recorders`` attached. Their records can be read inside the ``with`` block; after it every
+    hook is removed and the model's mode restored."""
+    manager = RecorderManager(recorders)
+    inputs = torch.randn(1, *input_shape, generator=torch.Generator().manual_seed(0))
+    was_training = model.training
+    model.eval()
+    try:
+        manager.prepare(model, 'model')
+        with torch.no_grad(), manager.recording():
+            run_model(model, inputs)
+        yield
+    finally:
+        manager.remove()
+        model.train(was_training)
+
+
 def module_outputs(model: nn.Module, input_shape: Sequence[int],
                    pattern: str = '*') -> List[Tuple[str, str, int]]:
     """Every module whose name matches ``pattern`` (``fnmatch``) and runs on a dummy input,
@@ -318,19 +321,9 @@ def module_outputs(model: nn.Module, input_shape: Sequence[int],
              if name and not name.startswith('data_preprocessor')
              and fnmatch.fnmatchcase(name, pattern)]
     recorders = {name: ModuleOutputsRecorder(name, clone=True) for name in names}
-    manager = RecorderManager(recorders)
-    inputs = torch.randn(1, *input_shape, generator=torch.Generator().manual_seed(0))
-    was_training = model.training
-    model.eval()
-    try:
-        manager.prepare(model, 'model')
-        with torch.no_grad(), manager.recording():
-            run_model(model, inputs)
+    with _recorded_forward(model, recorders, input_shape):
         return [(name, _describe(recorder.get_record_data(0)), recorder.num_records)
                 for name, recorder in recorders.items() if recorder.num_records]
-    finally:
-        manager.remove()
-        model.train(was_training)
 
 
 # -- outputs of the neck and the heads ------------------------------------------------------
@@ -452,21 +445,11 @@ def output_taps(model: nn.Module, input_shape: Sequence[int]
         f'{part}.{name}' if name else part, clone=False)
         for part in parts for name, _ in model.get_submodule(part).named_modules()}
     forwards = {part: MethodOutputsRecorder(f'{part}.forward', clone=False) for part in parts}
-    manager = RecorderManager({**modules, **{f'{part}#forward': recorder
-                                             for part, recorder in forwards.items()}})
-    inputs = torch.randn(1, *input_shape, generator=torch.Generator().manual_seed(0))
-    was_training = model.training
-    model.eval()
-    try:
-        manager.prepare(model, 'model')
-        with torch.no_grad(), manager.recording():
-            run_model(model, inputs)
+    recorders = {**modules, **{f'{part}#forward': recorder for part, recorder in forwards.items()}}
+    with _recorded_forward(model, recorders, input_shape):
         producers = _producers({name: recorder for name, recorder in modules.items()
                                 if name not in parts})
         return {part: _part_outputs(part, forwards[part], modules, producers) for part in parts}
-    finally:
-        manager.remove()
-        model.train(was_training)
 
 
 def _part_outputs(part: str, forward: MethodOutputsRecorder,

@@ -11,7 +11,6 @@ from mmkd.registry import MODELS, build_component
 from mmkd.utils.config import merge_dicts
 from mmkd.utils.errors import ConfigError, ConfigRuntimeError, find_user_error
 from ..builder import build_model_from_cfg
-from ..connectors.base_connector import connector_dry_run
 from ..data_samples import dummy_data_samples
 from .teacher import (NORM_MODES, freeze, load_teacher_checkpoint, set_teacher_mode,
                       use_batch_statistics_without_updates)
@@ -217,10 +216,19 @@ class SingleTeacherDistill(BaseModel):
             raise
 
     def _dry_run(self) -> None:
-        """Run both models once on a random input to fill connector shapes, check every
-        loss's inputs and let teacher connectors (e.g. OFD margins) set themselves up from the
-        loaded teacher (not with ``load_teacher=False``: their state then comes from the
-        checkpoint loaded after building)."""
+        """Fill connector shapes, set teacher connectors up and check every loss's inputs.
+
+        In order (the steps of :mod:`mmkd.models.connectors.base_connector`):
+
+        1. Run the teacher and the student once on a random batch (2, *dry_run_shape*),
+           recording their taps.
+        2. Build the teacher connectors that wait for shapes.
+        3. Let each teacher connector set itself up from the loaded teacher (e.g. OFD's
+           margins); not with ``load_teacher=False``, whose connector state comes from the
+           checkpoint loaded after building.
+        4. Build the student connectors that wait for shapes and run every loss once, checking
+           its input shapes.
+        """
         if self._dry_run_shape is None:
             return
         was_training = self.training
@@ -228,11 +236,11 @@ class SingleTeacherDistill(BaseModel):
         try:
             self._run_model_for_dry_run('teacher', self._run_teacher_for_dry_run)
             self._run_model_for_dry_run('student', self._run_student_for_dry_run)
-            with connector_dry_run():
-                self.distiller.complete_from_dry_run()
+            self.distiller.build_teacher_connectors()
             if self.load_teacher:
                 self.distiller.init_teacher_connectors(self.teacher,
                                                        self._run_teacher_for_dry_run)
+            self.distiller.build_student_connectors_and_check()
         finally:
             self.train(was_training)
 

@@ -1,23 +1,40 @@
+"""The base of every connector, and where a connector's shape is filled in.
+
+A connector maps one recorded feature to the form its distillation loss compares: a student
+connector (e.g. OFD's 1x1 conv + BN) maps the student's feature to the teacher's shape, a
+teacher connector (e.g. OFD's margin ReLU) transforms the teacher's feature.
+
+A config may leave out a connector's shape arguments (``in_channels``, ``out_channels``,
+``ResizeConnector``'s ``size``). They are filled in at build time by the algorithm's dry run,
+``SingleTeacherDistill._dry_run`` (``mmkd/models/algorithms/single_teacher_distill.py``), in
+this order:
+
+1. The teacher and the student run once on a random batch (2, *dry_run_shape*); the
+   distiller's recorders keep the tapped features.
+2. ``ConfigurableDistiller.build_teacher_connectors``: each teacher connector left waiting is
+   built from the shape of its recorded input, e.g. (2, C_t, H, W), by
+   :meth:`BaseConnector.complete_cfg`.
+3. ``ConfigurableDistiller.init_teacher_connectors``: each teacher connector sets itself up
+   from the loaded teacher, :meth:`BaseConnector.init_from_teacher` with a
+   :class:`TeacherTapContext` (OFD: its margins from the teacher's BN). Skipped with
+   ``load_teacher=False``: that state comes from the checkpoint loaded after building.
+4. ``ConfigurableDistiller.build_student_connectors_and_check``: each student connector left
+   waiting is built by :meth:`BaseConnector.complete_cfg` from its input's shape and the
+   teacher feature's, e.g. (2, C_s, H, W) -> (2, C_t, H, W); then every loss runs once, and a
+   student/teacher shape mismatch raises naming the connector that fixes it
+   (:func:`~mmkd.models.connectors.suggest.connectors_needed`).
+
+In steps 2 and 4 connectors run through :meth:`BaseConnector.forward_for_shape_check`.
+"""
 import inspect
-from contextlib import contextmanager
-from typing import Iterator, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
 
 import torch
+import torch.nn as nn
 from mmengine.model import BaseModule
 
-_dry_run_depth = 0
-
-
-@contextmanager
-def connector_dry_run() -> Iterator[None]:
-    """Marks the algorithm's build-time shape check, in which connectors run once before
-    :meth:`BaseConnector.init_from_teacher` (see :meth:`BaseConnector.in_dry_run`)."""
-    global _dry_run_depth
-    _dry_run_depth += 1
-    try:
-        yield
-    finally:
-        _dry_run_depth -= 1
+from ..recorders.base_recorder import BaseRecorder
 
 
 def match_parameter_dtype(module: torch.nn.Module, args: tuple) -> Optional[tuple]:
@@ -47,6 +64,26 @@ def match_parameter_dtype(module: torch.nn.Module, args: tuple) -> Optional[tupl
         for arg in args)
 
 
+@dataclass
+class TeacherTapContext:
+    """What :meth:`BaseConnector.init_from_teacher` gets: the loaded teacher and the tap whose
+    feature the connector transforms.
+
+    Attributes:
+        teacher: The teacher model, its weights loaded, in evaluation mode.
+        recorder: The teacher recorder of the tap (e.g. a ``PreReLURecorder``). Its records,
+            ``recorder.get_record_data(i)`` for ``i < recorder.num_records`` (one per call of
+            the tapped module), hold the tapped feature of the dry-run batch, e.g. a tensor
+            (2, C, H, W); the connector's input is that feature after the connectors before it.
+        run_teacher: Runs the teacher once more on the dry-run batch, a random tensor
+            (2, *dry_run_shape*), with the teacher recorders armed, so that hooks the connector
+            registers on the teacher see the forward pass that produces the records.
+    """
+    teacher: nn.Module
+    recorder: BaseRecorder
+    run_teacher: Callable[[], None]
+
+
 class BaseConnector(BaseModule):
     """Maps one recorded feature to the form its distillation loss compares.
 
@@ -54,8 +91,28 @@ class BaseConnector(BaseModule):
     dropped at inference; teacher connectors (e.g. OFD's margin ReLU) transform the teacher's
     feature and hold no trainable parameters.
 
-    Channel arguments that a config leaves out (``in_channels``, ``out_channels``) are filled from
-    the feature shapes seen in the algorithm's dry run, see :meth:`complete_cfg`.
+    Shape arguments that a config leaves out (:attr:`shape_args`, by default ``in_channels``
+    and ``out_channels``) are filled from the feature shapes seen in the algorithm's dry run
+    (:meth:`complete_cfg`; the order of the dry run is in this module's docstring). A teacher
+    connector whose state depends on the loaded teacher sets it up in
+    :meth:`init_from_teacher`.
+
+    Examples:
+        >>> class Scale(BaseConnector):
+        ...     def __init__(self, in_channels=None, init_cfg=None):
+        ...         super().__init__(init_cfg)
+        ...         self.weight = nn.Parameter(torch.ones(in_channels))
+        ...     def forward(self, feature):
+        ...         return feature * self.weight.view(1, -1, 1, 1)
+        >>> Scale.needs_shapes(dict(type='Scale'))
+        True
+        >>> cfg = Scale.complete_cfg(dict(type='Scale'), (2, 16, 8, 8), (2, 32, 8, 8))
+        >>> cfg
+        {'type': 'Scale', 'in_channels': 16}
+        >>> Scale.needs_shapes(cfg)
+        False
+        >>> Scale(in_channels=16)(torch.ones(2, 16, 8, 8)).shape
+        torch.Size([2, 16, 8, 8])
     """
 
     #: Constructor arguments that :meth:`complete_cfg` may fill from the dry run.
@@ -94,22 +151,32 @@ class BaseConnector(BaseModule):
         params = inspect.signature(cls.__init__).parameters
         return any(name in params and cfg.get(name) is None for name in cls.shape_args)
 
-    @staticmethod
-    def in_dry_run() -> bool:
-        """Whether the algorithm's build-time shape check is running: a teacher connector whose
-        state is not set up yet (it is, right after this check) may pass its input through."""
-        return _dry_run_depth > 0
-
-    def init_from_teacher(self, context) -> None:
+    def init_from_teacher(self, context: TeacherTapContext) -> None:
         """Set up state that depends on the loaded teacher (e.g. OFD's margins).
 
-        Called once by the algorithm after the teacher checkpoint is loaded, for teacher
-        connectors only. Default: nothing.
+        Called once by the algorithm's dry run for teacher connectors, after the teacher
+        connectors are built and before the student connectors are (not with
+        ``load_teacher=False``). Default: nothing.
 
         Args:
-            context (TeacherTapContext): The teacher, the tap's recorder and a way to run the
-                teacher on the dry-run input.
+            context: The teacher, the tap's recorder and a way to run the teacher on the
+                dry-run batch.
         """
+
+    def forward_for_shape_check(self, feature: Any) -> Any:
+        """The output the dry run's shape check uses (steps 2 and 4 in the module docstring).
+
+        Default: ``self(feature)``. A connector whose state may not be set up yet in the check
+        (OFD's margin measured later from data, or never loaded with ``load_teacher=False``)
+        overrides it to return a value of the shape ``forward`` gives.
+
+        Args:
+            feature: The connector's input, e.g. (B, C, H, W).
+
+        Returns:
+            The output, e.g. (B, C', H', W').
+        """
+        return self(feature)
 
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -11,16 +11,20 @@ from .base_connector import BaseConnector
 
 @MODELS.register_module()
 class ConvBNConnector(BaseConnector):
-    """Student transform of OFD and FitNets: ``k x k`` conv (no bias) + norm layer.
+    """Student transform of OFD and FitNets: ``k x k`` conv + norm layer.
 
     Maps a student feature (B, C_s, H, W) to the teacher's channels (B, C_t, H, W). Both channel
-    counts are filled from the dry run when left out of the config.
+    counts are filled from the dry run when left out of the config. The conv has a bias only
+    without a norm layer (``norm_cfg=None``): a norm layer's shift makes one redundant. Weights
+    are initialised as OFD's official code does: He (``fan_out``) for the conv, bias 0, BN
+    weight 1 and bias 0.
 
     Args:
         in_channels: Student channels ``C_s``.
         out_channels: Teacher channels ``C_t``.
         kernel_size: Conv kernel size (odd; padding keeps the size). Defaults to 1.
-        norm_cfg: Norm layer config, ``None`` for none. Defaults to ``dict(type='BN')``.
+        norm_cfg: Norm layer config; ``None`` for none (the conv then has a bias). Defaults to
+            ``dict(type='BN')``.
     """
 
     def __init__(self,

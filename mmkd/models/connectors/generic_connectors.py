@@ -20,12 +20,18 @@ class IdentityConnector(BaseConnector):
 
 @MODELS.register_module()
 class ResizeConnector(BaseConnector):
-    """Resizes a feature map to a spatial size (the target's when ``size`` is left out).
+    """Resizes a feature map (B, C, H, W) to a spatial size (the target's when ``size`` is left
+    out). A feature already of that size passes unchanged.
 
     Args:
         size: Output (H, W). Filled from the compared feature in the dry run when ``None``.
-        mode: ``'pool'`` (adaptive average pooling, for shrinking) or an interpolation mode of
-            :func:`torch.nn.functional.interpolate` (``'bilinear'``, ``'nearest'``).
+        mode: ``'pool'`` (default): :func:`torch.nn.functional.adaptive_avg_pool2d`, in either
+            direction (shrinking averages, growing repeats values like ``'nearest'`` with
+            integer factors). Any other value is the ``mode`` of
+            :func:`torch.nn.functional.interpolate` for 4-D inputs (``'nearest'``,
+            ``'bilinear'``, ``'bicubic'``, ``'area'``, ``'nearest-exact'``), with
+            ``align_corners=False`` for ``'bilinear'`` and ``'bicubic'``; it is not checked
+            before the first forward.
     """
 
     shape_args = ('size', )

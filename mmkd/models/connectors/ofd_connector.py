@@ -1,6 +1,6 @@
 """OFD's teacher transform: the margin ReLU ``max(t, m_c)`` with a fixed per-channel margin."""
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -10,7 +10,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mmkd.registry import MODELS
 from mmkd.utils.errors import ConfigError, ConfigRuntimeError, ConfigTypeError
 from mmkd.utils.misc import get_submodule
-from .base_connector import BaseConnector
+from ..recorders.pre_relu_recorder import ACTIVATION_TYPES
+from .base_connector import BaseConnector, TeacherTapContext
 
 MARGIN_SOURCES = ('bn', 'empirical')
 #: Below this probability of a negative response the Gaussian margin is replaced by ``-3 s``.
@@ -48,14 +49,19 @@ _FIXES = ("Fix: give the BN explicitly, bn='<teacher module name>' (see tools/li
           "custom_hooks=[dict(type='OFDMarginHook')].")
 
 
-RECTIFIERS = (nn.ReLU, nn.ReLU6)
+def _is_batch_norm(module: nn.Module) -> bool:
+    return isinstance(module, _BatchNorm)
 
 
-def _keep_outputs(teacher: nn.Module, kinds: tuple, num_channels: int,
+def _is_activation(module: nn.Module) -> bool:
+    return type(module).__name__ in ACTIVATION_TYPES
+
+
+def _keep_outputs(teacher: nn.Module, selected: Callable[[nn.Module], bool], num_channels: int,
                   outputs: List[Tuple[str, torch.Tensor]]) -> list:
-    """Forward hooks that keep (name, output) of every module of ``kinds`` whose output has
-    ``num_channels`` channels. The outputs are kept alive, so no later tensor can reuse their
-    memory and match by mistake."""
+    """Forward hooks that keep (name, output) of every module that ``selected`` accepts whose
+    output has ``num_channels`` channels. The outputs are kept alive, so no later tensor can
+    reuse their memory and match by mistake."""
 
     def hook(name):
         def keep(module, args, output):
@@ -65,24 +71,25 @@ def _keep_outputs(teacher: nn.Module, kinds: tuple, num_channels: int,
         return keep
 
     return [module.register_forward_hook(hook(name)) for name, module in teacher.named_modules()
-            if isinstance(module, kinds)]
+            if selected(module)]
 
 
 def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.data_ptr() == b.data_ptr() and a.shape == b.shape
 
 
-def find_bn_of_tap(context, num_channels: int) -> str:
+def find_bn_of_tap(context: TeacherTapContext, num_channels: int) -> str:
     """Name of the teacher BN whose output tensor is the one the tap records.
 
-    Runs the teacher once (``context.run_teacher()``) with temporary hooks on its BN and ReLU
-    layers and matches the recorded tensor's memory to a BN output: the residual
-    ``out += identity`` of mmcv-style blocks is in place on the last BN's output (``bn2``/
-    ``bn3``), and a BN directly before a ReLU is the ReLU's input. A tensor that an inplace ReLU
+    Runs the teacher once (``context.run_teacher()``) with temporary hooks on its BN and
+    activation layers (``ACTIVATION_TYPES``: ReLU, ReLU6) and matches the recorded tensor's
+    memory to a BN output: the residual ``out += identity`` of mmcv-style blocks is in place on
+    the last BN's output (``bn2``/``bn3``), and a BN directly before a ReLU is the ReLU's input.
+    A tensor that an inplace ReLU
     rectified in the BN's memory (a post-ReLU tap) is refused.
 
     Args:
-        context (TeacherTapContext): The teacher, the tap's recorder and the dry-run runner.
+        context: The teacher, the tap's recorder and the dry-run runner.
         num_channels: Channels of the tapped feature.
 
     Raises:
@@ -90,8 +97,8 @@ def find_bn_of_tap(context, num_channels: int) -> str:
     """
     bn_outputs: List[Tuple[str, torch.Tensor]] = []
     relu_outputs: List[Tuple[str, torch.Tensor]] = []
-    handles = (_keep_outputs(context.teacher, (_BatchNorm, ), num_channels, bn_outputs)
-               + _keep_outputs(context.teacher, RECTIFIERS, num_channels, relu_outputs))
+    handles = (_keep_outputs(context.teacher, _is_batch_norm, num_channels, bn_outputs)
+               + _keep_outputs(context.teacher, _is_activation, num_channels, relu_outputs))
     try:
         context.run_teacher()
     finally:
@@ -136,9 +143,11 @@ class OFDTeacherConnector(BaseConnector):
       identity branch added before the ReLU: the official approximation.
     - ``margin_source='empirical'``: measured from data, the mean of the negative responses
       per channel over ``num_batches`` training batches, by :class:`OFDMarginHook` before
-      training (it must be in ``custom_hooks``). It sees the real distribution (identity branch
-      included, no Gaussian assumption) and works where no BN precedes the tap. A channel
-      without negative responses gets margin 0 (the teacher is then never clipped there).
+      training (it must be in ``custom_hooks``; it calls
+      ``OverhaulFeatureDistillation.measure_empirical_margins``). It sees the real
+      distribution (identity branch included, no Gaussian assumption) and works where no BN
+      precedes the tap. A channel without negative responses gets margin 0 (the teacher is
+      then never clipped there).
 
     Args:
         in_channels: Channels C of the tapped feature; filled from the dry run when left out.
@@ -177,9 +186,10 @@ class OFDTeacherConnector(BaseConnector):
         self._negative_count: Optional[torch.Tensor] = None
 
     # -- margin from the teacher's BN ------------------------------------------------------
-    def init_from_teacher(self, context) -> None:
+    def init_from_teacher(self, context: TeacherTapContext) -> None:
         """Set the margin from the teacher's BN (``margin_source='bn'``); called by the
-        algorithm after the teacher's weights are loaded."""
+        algorithm's dry run after the teacher's weights are loaded (see
+        :mod:`~mmkd.models.connectors.base_connector`)."""
         if self.margin_source != 'bn':
             return
         name = self.bn if self.bn is not None else find_bn_of_tap(context, self.in_channels)
@@ -203,7 +213,7 @@ class OFDTeacherConnector(BaseConnector):
         super()._load_from_state_dict(*args, **kwargs)
         self._ready = bool(self.margin_ready)
 
-    # -- margin measured from data (OFDMarginHook) ------------------------------------------
+    # -- margin measured from data (OverhaulFeatureDistillation.measure_empirical_margins) --
     def start_measuring(self) -> None:
         """Reset the running sums of the empirical margin."""
         self._negative_sum = torch.zeros(self.in_channels, dtype=torch.float64)
@@ -232,18 +242,23 @@ class OFDTeacherConnector(BaseConnector):
         self._negative_sum = self._negative_count = None
 
     # -- forward -----------------------------------------------------------------------------
+    def forward_for_shape_check(self, feature: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` once the margin is set; before (an empirical margin is measured
+        after building, and ``load_teacher=False`` loads it from a checkpoint later), the
+        feature unchanged: the margin ReLU keeps the shape (B, C, ...)."""
+        return self(feature) if self._ready else feature
+
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
         """Args:
             feature: Teacher pre-ReLU feature, shape (B, C, ...).
 
         Returns:
-            Tensor: ``max(feature, margin)``, same shape. Before the margin is set, the
-            feature passes unchanged in the algorithm's build-time shape check (which runs
-            before :meth:`init_from_teacher`) and anything else raises.
+            Tensor: ``max(feature, margin)``, same shape.
+
+        Raises:
+            ConfigRuntimeError: The margin is not set yet.
         """
         if not self._ready:
-            if self.in_dry_run():
-                return feature
             raise ConfigRuntimeError(
                 f'OFDTeacherConnector (margin_source={self.margin_source!r}) has no margin yet. '
                 + ("Add custom_hooks=[dict(type='OFDMarginHook')] to the config: it measures "

@@ -1,36 +1,22 @@
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
 
 from mmkd.registry import MODELS, build_component
-from mmkd.utils.errors import ConfigError
+from mmkd.utils.errors import ConfigError, ShapeMismatchError
 from mmkd.utils.misc import did_you_mean
-from ..connectors.base_connector import BaseConnector
+from ..connectors.base_connector import BaseConnector, TeacherTapContext
+from ..connectors.suggest import CONNECTOR_REASONS, connectors_needed
 from ..losses.non_finite import (LIKELY_FIXES, NonFiniteLossError, current_iteration,
                                  describe_value, find_non_finite)
 from ..recorders.recorder_manager import RecorderManager
 from .tap_pairs import expand_tap_pairs
 
 SPEC_KEYS = ('recorder', 'from_student', 'data_idx', 'connector')
-
-
-@dataclass
-class TeacherTapContext:
-    """What a teacher connector may need to set itself up (see
-    :meth:`BaseConnector.init_from_teacher`).
-
-    Attributes:
-        teacher: The teacher model, weights loaded.
-        recorder: The recorder whose data the connector transforms.
-        run_teacher: Runs the teacher once on the dry-run input with the recorders armed.
-    """
-    teacher: nn.Module
-    recorder: Any
-    run_teacher: Callable[[], None]
 
 
 @dataclass
@@ -113,8 +99,11 @@ class ConfigurableDistiller(BaseModule):
     recorders, their connectors, one loss and its mapping (see :func:`expand_tap_pairs`).
 
     Everything is checked when the distiller is built: mapping keys against the loss's
-    ``forward`` signature, recorder and connector names; shapes are checked by the algorithm's
-    dry run (:meth:`complete_from_dry_run`).
+    ``forward`` signature, recorder and connector names. Connector shapes are filled in and
+    every loss's input shapes checked by the algorithm's dry run, which calls
+    :meth:`build_teacher_connectors`, :meth:`init_teacher_connectors` and
+    :meth:`build_student_connectors_and_check` in that order (see
+    :mod:`mmkd.models.connectors.base_connector`).
 
     Args:
         student_recorders: Name -> recorder config for the student.
@@ -174,7 +163,7 @@ class ConfigurableDistiller(BaseModule):
         if connector_cls is None:
             raise KeyError(f'connector {name!r}: unknown type {cfg["type"]!r}.')
         if issubclass(connector_cls, BaseConnector) and connector_cls.needs_shapes(cfg):
-            self._connector_cfgs[name] = dict(cfg)  # built in complete_from_dry_run
+            self._connector_cfgs[name] = dict(cfg)  # built by the dry run
         else:
             self.connectors[name] = build_component(MODELS, cfg)
 
@@ -233,32 +222,55 @@ class ConfigurableDistiller(BaseModule):
         self.teacher_recorders.remove()
 
     @property
-    def needs_dry_run(self) -> bool:
-        """Whether some connector waits for shapes from a dry run."""
-        return bool(self._connector_cfgs)
-
-    @property
     def needs_teacher(self) -> bool:
         return len(self.teacher_recorders) > 0
 
-    # -- dry run -------------------------------------------------------------------------
-    def complete_from_dry_run(self) -> None:
-        """Build the connectors that waited for shapes and check that every loss gets inputs
-        of matching shapes, using the data recorded in a dry run of both models.
+    # -- dry run (called by the algorithm in this order) --------------------------------
+    def build_teacher_connectors(self) -> None:
+        """Step 1 of the dry run, after both models ran once with the recorders armed.
 
-        Raises:
-            ValueError: Naming the loss, both shapes and the connector that would fix them.
+        Recorders whose reference records were modified in place (``clone='auto'``) switch to
+        cloning, and each teacher connector left waiting for shapes is built from the shape of
+        its recorded input (its own shape as the target), e.g. (2, C_t, H, W).
         """
         for manager in (self.student_recorders, self.teacher_recorders):
             for recorder in manager.recorders.values():
                 if recorder.clone == 'auto' and recorder.modified_in_place():
                     recorder.clone = True
+        for specs in self.loss_forward_mappings.values():
+            for spec in specs.values():
+                if not spec.from_student:
+                    self._fetch(spec, shape_check=True)
+
+    def init_teacher_connectors(self, teacher: nn.Module, run_teacher: Callable[[], None]) -> None:
+        """Step 2 of the dry run: each teacher connector sets itself up from the loaded teacher
+        (:meth:`BaseConnector.init_from_teacher`, e.g. OFD's margins).
+
+        Args:
+            teacher: The teacher, its weights loaded.
+            run_teacher: Runs the teacher once on the dry-run batch with its recorders armed.
+        """
+        for _, spec, connector in self._teacher_connector_uses():
+            if isinstance(connector, BaseConnector):
+                connector.init_from_teacher(TeacherTapContext(
+                    teacher, self.teacher_recorders[spec.recorder], run_teacher))
+
+    def build_student_connectors_and_check(self) -> None:
+        """Step 3 of the dry run: build the student connectors that waited for shapes (from
+        their input's shape and the compared teacher feature's) and check that every loss gets
+        inputs of matching shapes, running each loss once on the recorded data.
+
+        Raises:
+            ShapeMismatchError: Naming the loss, both shapes and the connector that would fix
+                them.
+            RuntimeError: A loss failed on its inputs.
+        """
         for loss_name, specs in self.loss_forward_mappings.items():
             values: Dict[str, Any] = {}
             teacher_shapes: Dict[str, Shape] = {}
             for arg, spec in sorted(specs.items(), key=lambda item: item[1].from_student):
                 target = _target_shape(arg, teacher_shapes) if spec.from_student else None
-                values[arg] = self._fetch(spec, target_shape=target)
+                values[arg] = self._fetch(spec, target_shape=target, shape_check=True)
                 if not spec.from_student:
                     teacher_shapes[arg] = _shape(values[arg])
             self._check_shapes(loss_name, specs, values)
@@ -279,41 +291,71 @@ class ConfigurableDistiller(BaseModule):
         if s_shape is None or t_shape is None or s_shape == t_shape:
             return
         s_spec, t_spec = specs['student'], specs['teacher']
-        fixes = []
-        if len(s_shape) == len(t_shape) and s_shape[1] != t_shape[1]:
-            fixes.append("dict(type='ConvBNConnector') for the channels (they are filled in)")
-        if len(s_shape) == len(t_shape) == 4 and s_shape[2:] != t_shape[2:]:
-            fixes.append("dict(type='ResizeConnector') for the spatial size")
-        if len(s_shape) == 3 and len(t_shape) == 4:
-            fixes.append("dict(type='TokensToMapConnector') to turn tokens into a map")
-        raise ValueError(
+        fixes = [f"dict(type='{name}') ({CONNECTOR_REASONS[name]})"
+                 for name in connectors_needed(s_shape, t_shape)]
+        raise ShapeMismatchError(
             f'distill loss {loss_name!r} ({type(loss).__name__}): the student feature '
             f'(recorder {s_spec.recorder!r}, connectors {list(s_spec.connector)}) has shape '
             f'{s_shape} but the teacher feature (recorder {t_spec.recorder!r}, connectors '
-            f'{list(t_spec.connector)}) has shape {t_shape}. Add a student connector: '
+            f'{list(t_spec.connector)}) has shape {t_shape}. Add a student connector (its '
+            'channels and size are filled in by the dry run): '
             f'{"; ".join(fixes) or "one that maps the student shape to the teacher shape"}.')
 
-    def init_teacher_connectors(self, teacher: nn.Module, run_teacher: Callable[[], None]) -> None:
-        """Let each teacher-side connector set itself up from the loaded teacher."""
+    # -- teacher connectors ----------------------------------------------------------------
+    def _teacher_connector_uses(self) -> Iterator[Tuple[str, DataSpec, nn.Module]]:
+        """(connector name, the teacher spec that uses it, the connector) for every use of a
+        connector on the teacher side, in mapping order."""
         for specs in self.loss_forward_mappings.values():
             for spec in specs.values():
-                if spec.from_student:
-                    continue
-                recorder = self.teacher_recorders[spec.recorder]
-                for name in spec.connector:
-                    connector = self.connectors[name]
-                    if isinstance(connector, BaseConnector):
-                        connector.init_from_teacher(
-                            TeacherTapContext(teacher, recorder, run_teacher))
+                if not spec.from_student:
+                    for name in spec.connector:
+                        yield name, spec, self.connectors[name]
+
+    def teacher_connectors(self) -> Dict[str, nn.Module]:
+        """The connectors used on the teacher side, by name, in mapping order."""
+        return {name: connector for name, _, connector in self._teacher_connector_uses()}
+
+    def teacher_connector_inputs(self, names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+        """The input of each teacher connector for the batch the teacher recorders hold: its
+        tap's recorded data after the connectors before it in the tap's chain.
+
+        Args:
+            names: The connectors to give (default: all teacher connectors). A connector used
+                by several taps gets the input of its first use.
+
+        Returns:
+            dict: Connector name -> its input, e.g. a tensor (B, C, H, W), in mapping order.
+        """
+        inputs: Dict[str, Any] = {}
+        for name, spec, _ in self._teacher_connector_uses():
+            if name in inputs or (names is not None and name not in names):
+                continue
+            value = self.teacher_recorders.get_record_data(spec.recorder, spec.data_idx)
+            for previous in spec.connector[:spec.connector.index(name)]:
+                value = self.connectors[previous](value)
+            inputs[name] = value
+        return inputs
 
     # -- training ------------------------------------------------------------------------
-    def _fetch(self, spec: DataSpec, target_shape: Optional[Tuple[int, ...]] = None) -> Any:
+    def _fetch(self, spec: DataSpec, target_shape: Optional[Tuple[int, ...]] = None,
+               shape_check: bool = False) -> Any:
+        """The recorded data of ``spec`` through its connectors.
+
+        Args:
+            spec: Where the data comes from.
+            target_shape: The shape the connectors map to (a student argument's teacher
+                counterpart); a connector still waiting for shapes is built from it.
+            shape_check: Run the connectors as the dry run's shape check does
+                (:meth:`BaseConnector.forward_for_shape_check`).
+        """
         manager = self.student_recorders if spec.from_student else self.teacher_recorders
         value = manager.get_record_data(spec.recorder, spec.data_idx)
         for name in spec.connector:
             if name in self._connector_cfgs:
                 self._build_pending_connector(name, value, target_shape)
-            value = self.connectors[name](value)
+            connector = self.connectors[name]
+            value = (connector.forward_for_shape_check(value)
+                     if shape_check and isinstance(connector, BaseConnector) else connector(value))
         return value
 
     def _build_pending_connector(self, name: str, value: Any,

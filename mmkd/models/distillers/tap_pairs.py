@@ -110,6 +110,40 @@ def expand_tap_pairs(tap_pairs: List[dict], parts: Dict[str, dict]) -> Dict[str,
     Raises:
         ConfigError: (or a subclass) an entry is not a dict, lacks a key, has an unknown key or
             reuses a name.
+
+    Examples:
+        >>> empty = dict(student_recorders={}, teacher_recorders={}, connectors={},
+        ...              distill_losses={}, loss_forward_mappings={})
+        >>> parts = expand_tap_pairs(
+        ...     [dict(name='stage4', student='backbone.layer4', recorder='PreReLU',
+        ...           student_connector=dict(type='ConvBNConnector'),
+        ...           loss=dict(type='FitNetsLoss'))], empty)
+        >>> parts['student_recorders']
+        {'stage4': {'type': 'PreReLU', 'source': 'backbone.layer4'}}
+        >>> parts['teacher_recorders']
+        {'stage4': {'type': 'PreReLU', 'source': 'backbone.layer4'}}
+        >>> parts['connectors']
+        {'stage4_student': {'type': 'ConvBNConnector'}}
+        >>> parts['distill_losses']
+        {'loss_stage4': {'type': 'FitNetsLoss'}}
+        >>> mapping = parts['loss_forward_mappings']['loss_stage4']
+        >>> mapping['student']  # doctest: +NORMALIZE_WHITESPACE
+        {'recorder': 'stage4', 'from_student': True, 'data_idx': None,
+         'connector': 'stage4_student'}
+        >>> mapping['teacher']
+        {'recorder': 'stage4', 'from_student': False, 'data_idx': None}
+
+        Several taps per side, one argument pair per role:
+
+        >>> parts = expand_tap_pairs(
+        ...     [dict(name='fsp1', student='backbone.layer1', loss=dict(type='FSPLoss'),
+        ...           taps=dict(first=dict(recorder='ModuleInputs'), second=dict()))], empty)
+        >>> parts['student_recorders']['fsp1_first']
+        {'type': 'ModuleInputs', 'source': 'backbone.layer1'}
+        >>> parts['student_recorders']['fsp1_second']
+        {'type': 'ModuleOutputs', 'source': 'backbone.layer1'}
+        >>> list(parts['loss_forward_mappings']['loss_fsp1'])
+        ['student_first', 'teacher_first', 'student_second', 'teacher_second']
     """
     if not isinstance(tap_pairs, (list, tuple)):
         raise ConfigTypeError(f'tap_pairs must be a list of dicts, got {type(tap_pairs).__name__}'

@@ -10,6 +10,9 @@ from mmkd.utils.misc import get_submodule
 from .base_recorder import BaseRecorder, _version
 
 POSITIONS = ('last_inside', 'first_after')
+#: Class names of the activation modules that count as ReLUs: the default of
+#: :class:`PreReLURecorder`, and what OFD's BN discovery and ``tools/list_taps.py`` look for.
+ACTIVATION_TYPES = ('ReLU', 'ReLU6')
 
 
 def _is_activation(module: nn.Module, activation_types: Sequence[str]) -> bool:
@@ -66,7 +69,7 @@ class PreReLURecorder(BaseRecorder):
         activation_index: With ``'last_inside'``, which activation call inside ``source`` to
             take (0-based; negative counts from the end). Defaults to -1, the last one.
         activation_types: Class names of the activation modules. Defaults to
-            ``('ReLU', 'ReLU6')``.
+            :data:`ACTIVATION_TYPES` (``('ReLU', 'ReLU6')``).
         clone: See :class:`BaseRecorder`.
 
     Examples:
@@ -98,7 +101,7 @@ class PreReLURecorder(BaseRecorder):
                  source: str,
                  position: str = 'last_inside',
                  activation_index: int = -1,
-                 activation_types: Sequence[str] = ('ReLU', 'ReLU6'),
+                 activation_types: Sequence[str] = ACTIVATION_TYPES,
                  clone: Union[bool, str] = 'auto') -> None:
         super().__init__(source, clone)
         if position not in POSITIONS:
