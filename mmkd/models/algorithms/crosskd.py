@@ -20,7 +20,8 @@ from .single_teacher_distill import DataSamples, SingleTeacherDistill
 @MODELS.register_module()
 class EmptyDistiller(BaseModule):
     """A distiller with no recorders and no losses, for an algorithm that computes its
-    distillation itself (:class:`CrossKDDistill` without extra feature losses)."""
+    distillation itself (:class:`CrossKDDistill` without extra feature losses, which skips the
+    dry run with it)."""
 
     def __init__(self, init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg)
@@ -36,12 +37,6 @@ class EmptyDistiller(BaseModule):
 
     def remove_recorders(self) -> None:
         """Nothing attached."""
-
-    def complete_from_dry_run(self) -> None:
-        """Nothing to complete."""
-
-    def init_teacher_connectors(self, teacher: nn.Module, run_teacher) -> None:
-        """No connectors."""
 
     def compute_distill_losses(self) -> Dict[str, torch.Tensor]:
         return {}
