@@ -227,7 +227,8 @@ class ConfigurableDistiller(BaseModule):
 
     # -- dry run (called by the algorithm in this order) --------------------------------
     def build_teacher_connectors(self) -> None:
-        """Step 1 of the dry run, after both models ran once with the recorders armed.
+        """Step 2 of the dry run (the steps are in :mod:`mmkd.models.connectors.base_connector`),
+        after both models ran once with the recorders armed.
 
         Recorders whose reference records were modified in place (``clone='auto'``) switch to
         cloning, and each teacher connector left waiting for shapes is built from the shape of
@@ -243,7 +244,7 @@ class ConfigurableDistiller(BaseModule):
                     self._fetch(spec, shape_check=True)
 
     def init_teacher_connectors(self, teacher: nn.Module, run_teacher: Callable[[], None]) -> None:
-        """Step 2 of the dry run: each teacher connector sets itself up from the loaded teacher
+        """Step 3 of the dry run: each teacher connector sets itself up from the loaded teacher
         (:meth:`BaseConnector.init_from_teacher`, e.g. OFD's margins).
 
         Args:
@@ -256,7 +257,7 @@ class ConfigurableDistiller(BaseModule):
                     teacher, self.teacher_recorders[spec.recorder], run_teacher))
 
     def build_student_connectors_and_check(self) -> None:
-        """Step 3 of the dry run: build the student connectors that waited for shapes (from
+        """Step 4 of the dry run: build the student connectors that waited for shapes (from
         their input's shape and the compared teacher feature's) and check that every loss gets
         inputs of matching shapes, running each loss once on the recorded data.
 
