@@ -247,12 +247,16 @@ def run_config(name: str, config: str, size: C.Size, batch_size: int, rounds: in
     step_b = C.teacher_forward_fn(teacher, stop_at, device, args.amp, preprocessed)
     step_c = C.train_step_fn(algorithm, C.optim_wrapper_for(algorithm, args.amp), batches)
     step_d = connector_loss_fn(algorithm, device, args.amp, step_c)
-    lever_steps, first_calls = {}, {}
+    lever_steps, first_calls, loss_diffs = {}, {}, {}
     for lever, variant in variants.items():
         variant.load_state_dict(algorithm.state_dict())  # the same weights and BN statistics
+        reference = first_losses(algorithm, preprocessed[0])
         lever_steps[lever] = lever_step(lever, variant, args.amp, batches)
-        first_calls[lever] = [C.time_call(lambda: lever_steps[lever](i), device)
-                              for i in range(2)]  # compiling, for a compiled step
+        log_vars = {}
+        first_calls[lever] = [C.time_call(lambda: log_vars.setdefault(i, lever_steps[lever](i)),
+                                          device) for i in range(2)]  # compiling, if compiled
+        loss_diffs[lever] = max(abs(float(log_vars[0][key]) - value) / max(abs(value), 1e-12)
+                                for key, value in reference.items())
 
     wait_for_low_load(args.max_load, args.max_wait)
     load_before = C.load_1min()
@@ -276,8 +280,9 @@ def run_config(name: str, config: str, size: C.Size, batch_size: int, rounds: in
                   mem_own=(memory['c'] - memory['a'] - memory['b'] - memory['d'])
                   / (memory['a'] + memory['b']),
                   held=held, load=(load_before + C.load_1min()) / 2,
-                  levers={lever: lever_result(times[lever], times['c'], first_calls[lever],
-                                              memory[lever], memory['a'] + memory['b'], a + b)
+                  levers={lever: dict(lever_result(times[lever], times['c'], first_calls[lever],
+                                                   memory[lever], memory['a'] + memory['b'],
+                                                   a + b), loss_diff=loss_diffs[lever])
                           for lever in variants})
     print(f'(a) student step           {C.spread(times["a"])} s')
     print(f'(b) teacher to last tap    {C.spread(times["b"])} s')
@@ -296,12 +301,23 @@ def run_config(name: str, config: str, size: C.Size, batch_size: int, rounds: in
         print(f'(c) with {lever:<20} {C.spread(times[lever])} s: x{r["vs_c"]:.3f} of (c) '
               f'(per-round median x{r["vs_c_paired"]:.3f}), R {r["r"]:.3f}, mem '
               f'{C.mib(r["mem"])} (ratio {r["mem_ratio"]:.3f}); first two calls '
-              f'{r["first"][0]:.1f} s, {r["first"][1]:.1f} s')
+              f'{r["first"][0]:.1f} s, {r["first"][1]:.1f} s; first-step losses differ from '
+              f'the default\'s by at most {r["loss_diff"]:.1e} (relative)')
     if args.profile_ops:
         print_op_diff(op_times(dict(a=step_a, b=step_b, c=step_c, d=step_d), args.profile_ops))
     print(f'load(1 min) after: {C.load_1min():.2f}', flush=True)
     algorithm.remove_recorders()
     return result
+
+
+def first_losses(algorithm: nn.Module, data: dict) -> Dict[str, float]:
+    """The losses of a step on the preprocessed batch ``data`` (as its ``train_step`` logs
+    them, before the update), from the algorithm's current state."""
+    with torch.no_grad():
+        losses = algorithm.loss(data['inputs'], data['data_samples'])
+    values = {name: float(value) for name, value in losses.items()}
+    values['loss'] = sum(values.values())
+    return values
 
 
 def lever_result(times: List[float], base: List[float], first: List[float], memory: int,
@@ -316,14 +332,15 @@ def lever_result(times: List[float], base: List[float], first: List[float], memo
 
 def lever_summary(results: Dict[str, Dict[str, float]]) -> str:
     rows = ['| config | lever | (c) s | x of default (c), medians | x, per-round median | '
-            'R_overhead | mem ratio | first two calls s |', '|---|---|---|---|---|---|---|---|']
+            'R_overhead | mem ratio | first two calls s | first-step losses, max rel. diff |',
+            '|---|---|---|---|---|---|---|---|---|']
     for name, r in results.items():
         rows.append(f'| {name} | default | {r["c"]:.3f} | 1 | 1 | {r["r"]:.3f} | '
-                    f'{r["mem_ratio"]:.3f} | |')
+                    f'{r["mem_ratio"]:.3f} | | |')
         for lever, v in r.get('levers', {}).items():
             rows.append(f'| {name} | {lever} | {v["c"]:.3f} | {v["vs_c"]:.3f} | '
                         f'{v["vs_c_paired"]:.3f} | {v["r"]:.3f} | {v["mem_ratio"]:.3f} | '
-                        f'{v["first"][0]:.1f}, {v["first"][1]:.1f} |')
+                        f'{v["first"][0]:.1f}, {v["first"][1]:.1f} | {v["loss_diff"]:.1e} |')
     return '\n'.join(rows)
 
 
