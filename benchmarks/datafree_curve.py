@@ -14,8 +14,8 @@ order and augmentation of the images), never the synthetic set. The synthetic se
 - ``steps400``: 2,000 images synthesised with twice the steps (300 at 16 px + 100 at 32 px);
 - ``no_intra``: 2,000 images synthesised without the intra-divergence term (same steps).
 
-Each set is synthesised once (by the first run that needs it) and reused through its cache
-fingerprint; a finished run's result is kept in its work dir and not run again. Writes
+Each set is synthesised once, before the runs (with a progress bar), and reused through its
+cache fingerprint; a finished run's result is kept in its work dir and not run again. Writes
 ``datafree_curve.md`` and ``datafree_curve.json`` to the work dir. Each run uses one thread
 (``OMP_NUM_THREADS=1``): on a shared or busy CPU two threads per process run far slower.
 """
@@ -30,6 +30,11 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence
+
+from mmengine.config import Config, DictAction
+
+from mmkd.registry import DATASETS
+from mmkd.utils import register_all_modules
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEARKD = 'configs/digits/dearkd_datafree_resnet18_w32_mhca_vit.py'
@@ -94,6 +99,17 @@ def final_top1(run_dir: str) -> Optional[float]:
     return values[-1] if values else None
 
 
+def prepare_set(synthetic_set: str, work_dir: str) -> None:
+    """Synthesise ``synthetic_set`` here (or find it cached), so that the runs only load it."""
+    register_all_modules()
+    cfg = Config.fromfile(osp.join(REPO, KD))
+    options = synthetic_sets(work_dir)[synthetic_set]
+    cfg.merge_from_dict({key: DictAction._parse_iterable(str(value))
+                         for key, value in options.items()})
+    dataset = dict(cfg.train_dataloader.dataset, pipeline=[])
+    print(f'synthetic set {synthetic_set}: {len(DATASETS.build(dataset))} images', flush=True)
+
+
 def run_one(name: str, seed: int, work_dir: str) -> dict:
     """Train run ``name`` with ``seed`` through tools/train.py (or read its kept result)."""
     config, synthetic_set, images, _ = RUNS[name]
@@ -140,14 +156,11 @@ def summary(results: List[dict], names: Sequence[str], seeds: Sequence[int]) -> 
 def main() -> None:
     args = parse_args()
     names = args.runs or list(dict.fromkeys(n for g in args.groups for n in GROUPS[g]))
-    # One run per synthetic set first, so that each set is synthesised exactly once.
-    firsts = list({RUNS[n][1]: n for n in reversed(names)}.values())
-    jobs = [(n, s) for n in names for s in args.seeds]
-    first_jobs = [(n, args.seeds[0]) for n in firsts]
+    for synthetic_set in dict.fromkeys(RUNS[n][1] for n in names):
+        prepare_set(synthetic_set, args.work_dir)  # each set synthesised once, then shared
+    jobs = [(n, s) for s in args.seeds for n in names]
     with ThreadPoolExecutor(max(args.jobs, 1)) as pool:
-        results = list(pool.map(lambda job: run_one(*job, args.work_dir), first_jobs))
-        rest = [job for job in jobs if job not in first_jobs]
-        results += list(pool.map(lambda job: run_one(*job, args.work_dir), rest))
+        results = list(pool.map(lambda job: run_one(*job, args.work_dir), jobs))
     lines = [f'seeds {", ".join(map(str, args.seeds))}; top-1 on the real digits val split', '']
     for group in args.groups if not args.runs else []:
         lines += [f'### {group}', ''] + summary(results, GROUPS[group], args.seeds) + ['']
