@@ -392,8 +392,10 @@ class ConfigurableDistiller(BaseModule):
                 inputs = {arg: self._fetch(spec)
                           for arg, spec in self.loss_forward_mappings[non_finite].items()}
             raise self._non_finite_error(non_finite, losses[non_finite], inputs)
-        # consumed: the teacher's features need not live through the backward
+        # consumed: the teacher's features need not live through the backward, nor the
+        # student's (the backward keeps what it needs) until the next step
         self.teacher_recorders.release()
+        self.student_recorders.release()
         return losses
 
     def describe_taps(self, loss_name: str) -> str:

@@ -90,7 +90,7 @@ def test_shapes_must_match():
         partial_l2_sum(torch.zeros(2, 3), torch.zeros(2, 4))
 
 
-# -- the distiller releases the teacher's records after its losses ----------------------------
+# -- the distiller releases the recorded features after its losses ---------------------------
 def _tiny_ofd(tmp_path):
     teacher_cfg = tiny_classifier(width=8)
     torch.manual_seed(0)
@@ -107,7 +107,7 @@ def _tiny_ofd(tmp_path):
         distiller=dict(type='ConfigurableDistiller', tap_pairs=taps))).train()
 
 
-def test_teacher_records_are_released_after_the_losses(tmp_path):
+def test_records_are_released_after_the_losses(tmp_path):
     algorithm = _tiny_ofd(tmp_path)
     inputs = torch.randn(2, 3, 32, 32)
     samples = [DataSample().set_gt_label(i) for i in range(2)]
@@ -115,6 +115,8 @@ def test_teacher_records_are_released_after_the_losses(tmp_path):
     assert set(losses) >= {'loss_stage1', 'loss_stage2'}
     teacher_recorders = algorithm.distiller.teacher_recorders
     assert all(r.num_records == 0 for r in teacher_recorders.recorders.values())
+    student_recorders = algorithm.distiller.student_recorders.recorders.values()
+    assert all(r.num_records == 0 for r in student_recorders)
     with pytest.raises(RuntimeError, match='released after the distiller'):
         teacher_recorders.get_record_data('stage1')
     sum(losses.values()).backward()  # the backward needs none of them
