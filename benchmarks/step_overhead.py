@@ -58,14 +58,16 @@ import _common as C  # noqa: E402
 # -- (d): connectors and losses on recorded features -----------------------------------------
 @contextlib.contextmanager
 def records_kept(algorithm: nn.Module) -> Iterator[None]:
-    """Within the block, the distiller does not release the teacher's records after its
-    losses (it does in training), so that they can be read after a step."""
-    manager = algorithm.distiller.teacher_recorders
-    manager.release = lambda: None
+    """Within the block, the distiller does not release its records after its losses (it
+    does in training), so that they can be read after a step."""
+    managers = (algorithm.distiller.teacher_recorders, algorithm.distiller.student_recorders)
+    for manager in managers:
+        manager.release = lambda: None
     try:
         yield
     finally:
-        del manager.release
+        for manager in managers:
+            del manager.release
 
 
 # -- levers: the same config with an option, timed beside the default step -------------------
