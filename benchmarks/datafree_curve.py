@@ -117,6 +117,8 @@ def run_one(name: str, seed: int, work_dir: str) -> dict:
     result_file = osp.join(run_dir, 'result.json')
     if osp.isfile(result_file):
         return json.load(open(result_file))
+    if glob.glob(osp.join(run_dir, 'iter_*.pth')) and final_top1(run_dir) is not None:
+        return dict(run=name, seed=seed, top1=final_top1(run_dir), seconds=None)  # finished
     options = dict(synthetic_sets(work_dir)[synthetic_set])
     options['randomness.seed'] = seed
     if images is not None:

@@ -21,8 +21,8 @@ class SynthesisProgress:
         self.num_images, self.num_steps = num_images, max(num_steps, 1)
         self._progress = Progress(
             TextColumn('synthesising'), BarColumn(), MofNCompleteColumn(),
-            TextColumn('images  {task.fields[rate]}'), TimeElapsedColumn(),
-            TextColumn('left'), TimeRemainingColumn())
+            TextColumn('images, {task.fields[rate]};'), TimeElapsedColumn(),
+            TextColumn('elapsed,'), TimeRemainingColumn(), TextColumn('left'))
         self._task = self._progress.add_task('synthesis', total=num_images, rate='')
         self._start: Optional[float] = None
         self._done = 0.0
@@ -51,7 +51,7 @@ class SynthesisProgress:
         """One optimisation step of a batch of ``batch_size`` images is done."""
         self._done += batch_size / self.num_steps
         self._progress.update(self._task, completed=self._done,
-                              rate=f'{self.images_per_second:.1f}/s')
+                              rate=f'{self.images_per_second:.1f} images/s')
 
     def batch_done(self, num_done: int) -> None:
         """The first ``num_done`` images are finished: a log line for log files."""
