@@ -58,6 +58,9 @@ def test_empirical_margin_is_the_mean_negative_response_over_the_batches(teacher
         algorithm.train().loss(*batch())
     batches = [dict(inputs=list(batch(seed=seed)[0].mul(50).add(100).byte()),
                     data_samples=batch()[1]) for seed in (2, 3)]
+    with pytest.raises(KeyError, match=r"\['stage5_teacher'\] are not connectors with "
+                       r"margin_source='empirical'; those are \['stage1_teacher', "):
+        algorithm.measure_empirical_margins(batches, ['stage5_teacher'])
     assert algorithm.measure_empirical_margins(batches) == 2
     algorithm.train()
     features = [[], [], [], []]

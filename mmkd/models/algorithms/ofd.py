@@ -6,7 +6,7 @@ import torch.nn as nn
 from mmengine import dist
 
 from mmkd.registry import MODELS
-from mmkd.utils.errors import ConfigError
+from mmkd.utils.errors import ConfigError, NameNotFoundError
 from ..connectors.ofd_connector import OFDTeacherConnector
 from .single_teacher_distill import SingleTeacherDistill
 
@@ -72,10 +72,16 @@ class OverhaulFeatureDistillation(SingleTeacherDistill):
             int: Number of batches used.
 
         Raises:
+            NameNotFoundError: ``names`` holds another name.
             ConfigError: ``data_batches`` is empty.
         """
         connectors = self.empirical_margin_connectors()
         if names is not None:
+            unknown = [name for name in names if name not in connectors]
+            if unknown:
+                raise NameNotFoundError(
+                    f'measure_empirical_margins: {unknown} are not connectors with '
+                    f"margin_source='empirical'; those are {list(connectors)}.")
             connectors = {name: connectors[name] for name in names}
         for connector in connectors.values():
             connector.start_measuring()
