@@ -7,14 +7,14 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 
 from mmkd.registry import MODELS, build_component
-from mmkd.utils.errors import ConfigError, ShapeMismatchError
+from mmkd.utils.errors import ConfigError, ConfigTypeError, ShapeMismatchError
 from mmkd.utils.misc import did_you_mean
 from ..connectors.base_connector import BaseConnector, TeacherTapContext
 from ..connectors.suggest import CONNECTOR_REASONS, connectors_needed
 from ..losses.non_finite import (LIKELY_FIXES, NonFiniteLossError, current_iteration,
                                  describe_value, find_non_finite)
 from ..recorders.recorder_manager import RecorderManager
-from .tap_pairs import expand_tap_pairs
+from .tap_pairs import check_keys, expand_tap_pairs
 
 SPEC_KEYS = ('recorder', 'from_student', 'data_idx', 'connector')
 
@@ -33,16 +33,10 @@ class DataSpec:
 
 
 def _parse_spec(loss_name: str, arg: str, spec: Any) -> DataSpec:
+    where = f'loss_forward_mappings[{loss_name!r}][{arg!r}]'
     if not isinstance(spec, dict):
-        raise TypeError(f'loss_forward_mappings[{loss_name!r}][{arg!r}] must be a dict with '
-                        f'keys {SPEC_KEYS}, got {spec!r}.')
-    unknown = set(spec) - set(SPEC_KEYS)
-    if unknown:
-        raise KeyError(f'loss_forward_mappings[{loss_name!r}][{arg!r}] has unknown keys '
-                       f'{sorted(unknown)}; valid keys are {SPEC_KEYS}.')
-    for key in ('recorder', 'from_student'):
-        if key not in spec:
-            raise KeyError(f'loss_forward_mappings[{loss_name!r}][{arg!r}] needs {key!r}.')
+        raise ConfigTypeError(f'{where} must be a dict with keys {SPEC_KEYS}, got {spec!r}.')
+    check_keys(spec, where, SPEC_KEYS, ('recorder', 'from_student'))
     connector = spec.get('connector') or ()
     connector = (connector, ) if isinstance(connector, str) else tuple(connector)
     return DataSpec(spec['recorder'], bool(spec['from_student']), spec.get('data_idx'), connector)

@@ -1,6 +1,6 @@
 """The compact ``tap_pairs`` form of a distiller config."""
 import copy
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Sequence
 
 from mmkd.utils.errors import ConfigKeyError, ConfigTypeError, NameNotFoundError
 
@@ -11,6 +11,40 @@ TAP_PAIR_KEYS = ('name', 'loss', 'loss_name', 'taps') + TAP_KEYS
 #: The smallest tap pair, shown in messages.
 EXAMPLE_PAIR = ("dict(name='kd', student='head.fc', teacher='head.fc', "
                 "loss=dict(type='KDLoss', tau=4))")
+
+
+def check_keys(entry: dict, where: str, valid: Sequence[str], required: Sequence[str] = (),
+               example: Optional[str] = None) -> None:
+    """Check the keys of one entry of a distiller config (a tap pair, a tap, a mapping spec).
+
+    Args:
+        entry: The entry.
+        where: Where it is, for messages, e.g. ``'tap_pairs[0]'``.
+        valid: The keys it may have.
+        required: The keys it must have.
+        example: An example entry, shown when a required key is missing.
+
+    Raises:
+        NameNotFoundError: ``entry`` has a key not in ``valid``.
+        ConfigKeyError: It lacks a key of ``required``.
+
+    Examples:
+        >>> check_keys(dict(recorder='logits', from_student=True), 'spec',
+        ...            ('recorder', 'from_student'), required=('recorder', ))
+        >>> check_keys(dict(recorder='logits'), 'spec', ('recorder', 'from_student'),
+        ...            required=('from_student', ))
+        Traceback (most recent call last):
+        ...
+        mmkd.utils.errors.ConfigKeyError: spec needs 'from_student'.
+    """
+    unknown = set(entry) - set(valid)
+    if unknown:
+        raise NameNotFoundError(f'{where} has unknown keys {sorted(unknown)}; valid keys are '
+                                f'{tuple(valid)}.')
+    for key in required:
+        if key not in entry:
+            raise ConfigKeyError(f'{where} needs {key!r}'
+                                 + (f', e.g. {example}.' if example else '.'))
 
 
 def _recorder_cfg(pair: dict, side: str) -> dict:
@@ -43,10 +77,7 @@ def _taps_of(pair: dict, index: int) -> Dict[str, dict]:
         if not isinstance(tap, dict):
             raise ConfigTypeError(f'tap_pairs[{index}].taps[{role!r}] must be a dict of tap keys '
                                   f'{TAP_KEYS}, got {type(tap).__name__} {tap!r}.')
-        unknown = set(tap) - set(TAP_KEYS)
-        if unknown:
-            raise NameNotFoundError(f'tap_pairs[{index}].taps[{role!r}] has unknown keys '
-                                    f'{sorted(unknown)}; valid keys are {TAP_KEYS}.')
+        check_keys(tap, f'tap_pairs[{index}].taps[{role!r}]', TAP_KEYS)
         result[role] = dict(defaults, **tap)
     return result
 
@@ -63,13 +94,7 @@ def _check_pair(pair: Any, index: int) -> dict:
         raise ConfigTypeError(
             f'tap_pairs[{index}] must be a dict, got {type(pair).__name__} {pair!r}. Each entry '
             f'declares one student/teacher pair, e.g. {EXAMPLE_PAIR}.')
-    unknown = set(pair) - set(TAP_PAIR_KEYS)
-    if unknown:
-        raise NameNotFoundError(f'tap_pairs[{index}] has unknown keys {sorted(unknown)}; valid '
-                                f'keys are {TAP_PAIR_KEYS}.')
-    for key in ('name', 'loss'):
-        if key not in pair:
-            raise ConfigKeyError(f'tap_pairs[{index}] needs {key!r}, e.g. {EXAMPLE_PAIR}.')
+    check_keys(pair, f'tap_pairs[{index}]', TAP_PAIR_KEYS, ('name', 'loss'), EXAMPLE_PAIR)
     return dict(pair)
 
 

@@ -7,8 +7,9 @@ import torch.nn.functional as F
 
 from helpers import save_checkpoint_of
 from mmkd.models.connectors import BaseConnector
-from mmkd.registry import MODELS
-from mmkd.utils.errors import ShapeMismatchError
+from mmkd.registry import MODELS, build_component
+from mmkd.utils.errors import (ConfigKeyError, ConfigTypeError, NameNotFoundError,
+                               ShapeMismatchError)
 from ofd_helpers import TEACHER, batch, build_ofd, manual_pre_relu_features, ofd_taps
 
 
@@ -102,3 +103,19 @@ def test_shape_mismatch_is_a_shape_error_naming_each_connector_and_why(teacher_c
                        r"ConvBNConnector'\) \(channels differ\); dict\(type='ResizeConnector'\) "
                        r"\(spatial sizes differ\)"):
         build_ofd(teacher_ckpt, distiller=dict(type='ConfigurableDistiller', tap_pairs=[pair]))
+
+
+@pytest.mark.parametrize('student,error,message', [
+    (dict(recorder='logits'), ConfigKeyError, r"\['student'\] needs 'from_student'\.$"),
+    (dict(recorder='logits', from_student=True, conector='x'), NameNotFoundError,
+     r"\['student'\] has unknown keys \['conector'\]; valid keys are \('recorder', "),
+    ('logits', ConfigTypeError, r"\['student'\] must be a dict with keys"),
+], ids=['missing key', 'unknown key', 'not a dict'])
+def test_a_mapping_spec_with_wrong_keys_is_a_config_error(student, error, message):
+    logits = dict(logits=dict(type='ModuleOutputs', source='head.fc'))
+    with pytest.raises(error, match=r"loss_forward_mappings\['loss_kd'\]" + message):
+        build_component(MODELS, dict(
+            type='ConfigurableDistiller', student_recorders=logits, teacher_recorders=logits,
+            distill_losses=dict(loss_kd=dict(type='KDLoss')),
+            loss_forward_mappings=dict(loss_kd=dict(
+                student=student, teacher=dict(recorder='logits', from_student=False)))))
