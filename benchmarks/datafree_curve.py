@@ -87,6 +87,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument('--jobs', type=int, default=2, help='runs at a time (one thread each)')
     parser.add_argument('--work-dir', default='work_dirs/datafree_curve')
+    parser.add_argument('--report-only', action='store_true',
+                        help='train nothing: the table of the runs already finished')
     return parser.parse_args()
 
 
@@ -110,15 +112,25 @@ def prepare_set(synthetic_set: str, work_dir: str) -> None:
     print(f'synthetic set {synthetic_set}: {len(DATASETS.build(dataset))} images', flush=True)
 
 
-def run_one(name: str, seed: int, work_dir: str) -> dict:
-    """Train run ``name`` with ``seed`` through tools/train.py (or read its kept result)."""
-    config, synthetic_set, images, _ = RUNS[name]
+def finished_result(name: str, seed: int, work_dir: str) -> Optional[dict]:
+    """The result of a finished run (``None`` if it has not finished)."""
     run_dir = osp.join(work_dir, name, f'seed{seed}')
     result_file = osp.join(run_dir, 'result.json')
     if osp.isfile(result_file):
         return json.load(open(result_file))
     if glob.glob(osp.join(run_dir, 'iter_*.pth')) and final_top1(run_dir) is not None:
-        return dict(run=name, seed=seed, top1=final_top1(run_dir), seconds=None)  # finished
+        return dict(run=name, seed=seed, top1=final_top1(run_dir), seconds=None)
+    return None
+
+
+def run_one(name: str, seed: int, work_dir: str) -> dict:
+    """Train run ``name`` with ``seed`` through tools/train.py (or read its kept result)."""
+    finished = finished_result(name, seed, work_dir)
+    if finished is not None:
+        return finished
+    config, synthetic_set, images, _ = RUNS[name]
+    run_dir = osp.join(work_dir, name, f'seed{seed}')
+    result_file = osp.join(run_dir, 'result.json')
     options = dict(synthetic_sets(work_dir)[synthetic_set])
     options['randomness.seed'] = seed
     if images is not None:
@@ -141,28 +153,32 @@ def run_one(name: str, seed: int, work_dir: str) -> dict:
 
 
 def summary(results: List[dict], names: Sequence[str], seeds: Sequence[int]) -> List[str]:
-    """Markdown rows: run, mean ± std of top-1 over the seeds, the per-seed values."""
-    rows = ['| run | top-1 (mean ± std) | per seed |', '|---|---|---|']
+    """Markdown rows: run, mean ± std of top-1 over the seeds that finished, per seed."""
+    rows = ['| run | top-1 (mean ± std) | seeds | per seed |', '|---|---|---|---|']
     for name in names:
-        values = [r['top1'] for seed in seeds for r in results
-                  if r['run'] == name and r['seed'] == seed]
-        if not values:
+        done = [(r['seed'], r['top1']) for seed in seeds for r in results
+                if r['run'] == name and r['seed'] == seed]
+        if not done:
             continue
+        values = [top1 for _, top1 in done]
         std = statistics.stdev(values) if len(values) > 1 else 0.0
         per_seed = ' / '.join(f'{v:.2f}' for v in values)
         rows.append(f'| {RUNS[name][3]} | {statistics.mean(values):.2f} ± {std:.2f} | '
-                    f'{per_seed} |')
+                    f'{", ".join(str(seed) for seed, _ in done)} | {per_seed} |')
     return rows
 
 
 def main() -> None:
     args = parse_args()
     names = args.runs or list(dict.fromkeys(n for g in args.groups for n in GROUPS[g]))
-    for synthetic_set in dict.fromkeys(RUNS[n][1] for n in names):
-        prepare_set(synthetic_set, args.work_dir)  # each set synthesised once, then shared
     jobs = [(n, s) for s in args.seeds for n in names]
-    with ThreadPoolExecutor(max(args.jobs, 1)) as pool:
-        results = list(pool.map(lambda job: run_one(*job, args.work_dir), jobs))
+    if args.report_only:
+        results = [r for r in (finished_result(*job, args.work_dir) for job in jobs) if r]
+    else:
+        for synthetic_set in dict.fromkeys(RUNS[n][1] for n in names):
+            prepare_set(synthetic_set, args.work_dir)  # each set synthesised once, then shared
+        with ThreadPoolExecutor(max(args.jobs, 1)) as pool:
+            results = list(pool.map(lambda job: run_one(*job, args.work_dir), jobs))
     lines = [f'seeds {", ".join(map(str, args.seeds))}; top-1 on the real digits val split', '']
     for group in args.groups if not args.runs else []:
         lines += [f'### {group}', ''] + summary(results, GROUPS[group], args.seeds) + ['']
