@@ -1,16 +1,14 @@
 """DearKD end to end through tools/train.py's code path: the two-stage schedule (distillation
 losses and the teacher's forward stop at the switch), DF-DearKD on synthesised images, and the
 ImageNet config."""
-import copy
 import os.path as osp
 
 import torch
 from mmengine.config import Config
-from mmengine.hooks import Hook
 from mmpretrain.structures import DataSample
 
 from mmkd.apis.train import build_train_runner
-from helpers import config_path, digits_options, save_checkpoint_of
+from helpers import config_path, digits_options, save_checkpoint_of, train_recorded
 
 # A thin teacher keeps the tests fast: the digits ResNet-18 at width 4 (layer1: 4 x 8 x 8).
 TEACHER = dict(cfg_path='mmkd::digits/student_resnet18_w4.py')
@@ -23,32 +21,12 @@ SMALL_VIT = {
 }
 
 
-class IterationLog(Hook):
-    """Records, per training iteration, the logged losses, how often the teacher ran and the
-    target of the student's distillation token."""
-
-    def __init__(self) -> None:
-        self.rows, self._calls, self._handle = [], 0, None
-
-    def before_train(self, runner) -> None:
-        self._handle = runner.model.teacher.register_forward_pre_hook(self._count)
-        self.student_before = copy.deepcopy(runner.model.student.state_dict())
-        self.teacher_before = copy.deepcopy(runner.model.teacher.state_dict())
-
-    def _count(self, *args) -> None:
-        self._calls += 1
-
-    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
-        self.rows.append(dict(epoch=runner.epoch, losses={k: float(v) for k, v in outputs.items()},
-                              teacher_calls=self._calls,
-                              dist_target=runner.model.student.head.dist_target))
-        self._calls = 0
-
-    def after_train(self, runner) -> None:
-        self._handle.remove()
+def _dist_target(runner) -> dict:
+    """The target of the student's distillation token after an iteration."""
+    return dict(dist_target=runner.model.student.head.dist_target)
 
 
-def _options(tmp_path, log: IterationLog, epochs: int, stop_at: int) -> dict:
+def _options(tmp_path, epochs: int, stop_at: int) -> dict:
     ckpt = save_checkpoint_of(TEACHER, str(tmp_path / 'teacher.pth'))
     options = digits_options(epochs=epochs, val_interval=epochs)
     options.pop('param_scheduler.T_max')
@@ -64,20 +42,13 @@ def _options(tmp_path, log: IterationLog, epochs: int, stop_at: int) -> dict:
     return options
 
 
-def train_with_log(config: str, work_dir: str, options: dict, log: IterationLog):
-    """tests/helpers.train (tools/train.py's code path) with ``log`` registered."""
-    runner = build_train_runner(config_path(config), work_dir=work_dir, cfg_options=options)
-    runner.register_hook(log)
-    runner.train()
-    return runner
-
-
 def test_two_stage_schedule_end_to_end(tmp_path):
-    log = IterationLog()
-    runner = train_with_log('digits/dearkd_resnet18_w32_mhca_vit.py', str(tmp_path / 'run'),
-                            _options(tmp_path, log, epochs=3, stop_at=2), log)
-    stage1 = [row for row in log.rows if row['epoch'] < 2]
-    stage2 = [row for row in log.rows if row['epoch'] == 2]
+    record = train_recorded(config_path('digits/dearkd_resnet18_w32_mhca_vit.py'),
+                            str(tmp_path / 'run'), _options(tmp_path, epochs=3, stop_at=2),
+                            observe=_dist_target)
+    runner = record.runner
+    stage1 = [row for row in record.rows if row['epoch'] < 2]
+    stage2 = [row for row in record.rows if row['epoch'] == 2]
     assert len(stage1) == 10 and len(stage2) == 5  # 20 images, batches of 4
     for row in stage1:
         assert {'loss_dist_token', 'loss_aligner', 'student.loss_cls'} <= set(row['losses'])
@@ -91,9 +62,7 @@ def test_two_stage_schedule_end_to_end(tmp_path):
     aligner = [row['losses']['loss_aligner'] for row in stage1]
     assert aligner[-1] < aligner[0]
     student = runner.model.student.state_dict()
-    assert any(not torch.equal(student[k], v) for k, v in log.student_before.items())
-    for key, value in runner.model.teacher.state_dict().items():
-        assert torch.equal(value, log.teacher_before[key]), key
+    assert record.moved('student') and record.moved('teacher', floating_only=False) == []
     # The student's weights and its averaged two-token prediction are in the checkpoint.
     saved = torch.load(str(tmp_path / 'run' / 'epoch_3.pth'), weights_only=True)['state_dict']
     assert torch.equal(saved['student.backbone.layers.0.attn.position_weights'],
@@ -126,21 +95,21 @@ def _data_free_options(tmp_path, max_iters: int, stop_at: int) -> dict:
 
 def test_data_free_dearkd_end_to_end(tmp_path):
     """DF-DearKD: synthetic images, soft targets on the distillation token, the switch."""
-    log = IterationLog()
     options = _data_free_options(tmp_path, max_iters=5, stop_at=3)
     options.update(SMALL_VIT)
-    runner = train_with_log('digits/dearkd_datafree_resnet18_w32_mhca_vit.py',
-                            str(tmp_path / 'run'), options, log)
+    record = train_recorded(config_path('digits/dearkd_datafree_resnet18_w32_mhca_vit.py'),
+                            str(tmp_path / 'run'), options, observe=_dist_target)
+    runner = record.runner
     synthetic = torch.load(str(tmp_path / 'synthetic.pth'), weights_only=True)
     assert synthetic['images'].shape == (20, 32, 32, 3)
     assert synthetic['images'].dtype == torch.uint8
     assert sorted(synthetic['labels'].tolist()) == sorted(list(range(10)) * 2)
     assert synthetic['fingerprint']['num_images'] == dict(num_classes=10, num_per_class=2)
-    assert len(log.rows) == 5
-    for row in log.rows[:3]:
+    assert len(record.rows) == 5
+    for row in record.rows[:3]:
         assert {'loss_dist_token', 'loss_aligner'} <= set(row['losses'])
         assert row['teacher_calls'] == 1 and row['dist_target'] == 'teacher'
-    for row in log.rows[3:]:  # label-only training
+    for row in record.rows[3:]:  # label-only training
         assert 'student.loss_dist' in row['losses'] and 'loss_dist_token' not in row['losses']
         assert row['teacher_calls'] == 0 and row['dist_target'] == 'label'
     assert runner.model.distiller.distill_losses['loss_dist_token'].mode == 'soft'
