@@ -123,6 +123,42 @@ def finished_result(name: str, seed: int, work_dir: str) -> Optional[dict]:
     return None
 
 
+def set_statistics(synthetic_set: str, work_dir: str, num_images: int = 2000) -> str:
+    """A markdown row on the first ``num_images`` images of a set: how many the teacher
+    classifies as their synthesis class, and the mean distance from each image's teacher
+    embedding (unit length) to its nearest same-class image (the diversity the
+    intra-divergence term pushes up)."""
+    import torch
+    import torch.nn.functional as F
+
+    from mmkd.datafree import teacher_logits_and_embeddings
+    from mmkd.models.algorithms.teacher import load_teacher_checkpoint
+    from mmkd.models.builder import build_model_from_cfg
+    register_all_modules()
+    cfg = Config.fromfile(osp.join(REPO, KD))
+    options = synthetic_sets(work_dir)[synthetic_set]
+    cfg.merge_from_dict({key: DictAction._parse_iterable(str(value))
+                         for key, value in options.items()})
+    dataset = cfg.train_dataloader.dataset
+    if not osp.isfile(dataset.cache_file):
+        return f'| {synthetic_set} | not synthesised yet | |'
+    teacher = build_model_from_cfg(dataset.teacher, 'teacher')
+    load_teacher_checkpoint(teacher, dataset.teacher_ckpt)
+    data = torch.load(dataset.cache_file, map_location='cpu', weights_only=True)
+    images = data['images'][:num_images].permute(0, 3, 1, 2).float()
+    labels = data['labels'][:num_images]
+    with torch.no_grad():
+        inputs = teacher.eval().data_preprocessor(dict(inputs=list(images)), False)['inputs']
+        logits, embeddings = teacher_logits_and_embeddings(teacher, inputs)
+    embeddings = F.normalize(embeddings, dim=1)
+    distances = torch.cdist(embeddings, embeddings)
+    distances[labels[:, None] != labels[None, :]] = float('inf')
+    distances.fill_diagonal_(float('inf'))
+    accuracy = 100 * (logits.argmax(1) == labels).float().mean()
+    return (f'| {synthetic_set} (first {len(labels)}) | {accuracy:.2f} % | '
+            f'{distances.min(dim=1).values.mean():.3f} |')
+
+
 def run_one(name: str, seed: int, work_dir: str) -> dict:
     """Train run ``name`` with ``seed`` through tools/train.py (or read its kept result)."""
     finished = finished_result(name, seed, work_dir)
@@ -184,6 +220,10 @@ def main() -> None:
         lines += [f'### {group}', ''] + summary(results, GROUPS[group], args.seeds) + ['']
     if args.runs:
         lines += summary(results, names, args.seeds)
+    lines += ['', '### synthetic sets', '',
+              '| set | teacher top-1 on it | nearest same-class distance |', '|---|---|---|']
+    lines += [set_statistics(synthetic_set, args.work_dir)
+              for synthetic_set in dict.fromkeys(RUNS[n][1] for n in names)]
     report = '\n'.join(lines)
     os.makedirs(args.work_dir, exist_ok=True)
     with open(osp.join(args.work_dir, 'datafree_curve.md'), 'w') as file:
