@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 from mmkd.registry import MODELS
 from mmkd.utils.errors import ShapeMismatchError
-from .kd_loss import TAU_FIX, kl_divergence_with_temperature
+from .kd_loss import TemperatureLoss, kl_divergence_with_temperature
 from .precision import float32_reduction
-from .validation import check_loss_weight, check_non_negative, check_positive
+from .validation import check_loss_weight, check_non_negative
 
 
 def kd_quality_focal_loss(pred: torch.Tensor, target: torch.Tensor,
@@ -99,7 +99,7 @@ class KDQualityFocalLoss(nn.Module):
 
 
 @MODELS.register_module()
-class KDDistributionLoss(nn.Module):
+class KDDistributionLoss(TemperatureLoss):
     """Distillation of GFL's box distributions: per row (one side of one box, the ``reg_max +
     1`` bins of its distance distribution) ``tau^2 * KL(softmax(t / tau) || softmax(s / tau))``
     summed over the bins.
@@ -114,11 +114,6 @@ class KDDistributionLoss(nn.Module):
         tau: Temperature (> 0). Defaults to 1.0.
         loss_weight: Weight of the loss (> 0). Defaults to 1.0.
     """
-
-    def __init__(self, tau: float = 1.0, loss_weight: float = 1.0) -> None:
-        super().__init__()
-        self.tau = check_positive(self, 'tau', tau, fix=TAU_FIX)
-        self.loss_weight = check_loss_weight(self, loss_weight)
 
     @float32_reduction
     def forward(self, pred: torch.Tensor, target: torch.Tensor,

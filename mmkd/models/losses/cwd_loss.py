@@ -1,15 +1,13 @@
 """CWD: channel-wise distillation (Shu et al., "Channel-wise Knowledge Distillation for Dense
 Prediction", ICCV 2021)."""
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from mmkd.registry import MODELS
 from mmkd.utils.errors import ShapeMismatchError
-from .kd_loss import TAU_FIX
+from .kd_loss import TemperatureLoss
 from .levels import CONNECTOR_FIX, Levels, paired_levels
 from .precision import float32_reduction
-from .validation import check_loss_weight, check_positive
 
 
 @float32_reduction
@@ -36,7 +34,7 @@ def channel_wise_divergence(student: torch.Tensor, teacher: torch.Tensor,
 
 
 @MODELS.register_module()
-class CWDLoss(nn.Module):
+class CWDLoss(TemperatureLoss):
     """Channel-wise distillation (CWD, Shu et al., ICCV 2021).
 
     Every channel map of the teacher and the student becomes a distribution over the spatial
@@ -64,11 +62,6 @@ class CWDLoss(nn.Module):
         tau: Temperature (> 0). Defaults to 1.0.
         loss_weight: Weight of the loss (> 0). Defaults to 1.0.
     """
-
-    def __init__(self, tau: float = 1.0, loss_weight: float = 1.0) -> None:
-        super().__init__()
-        self.tau = check_positive(self, 'tau', tau, fix=TAU_FIX)
-        self.loss_weight = check_loss_weight(self, loss_weight)
 
     @float32_reduction
     def forward(self, student: Levels, teacher: Levels) -> torch.Tensor:

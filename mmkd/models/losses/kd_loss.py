@@ -28,8 +28,23 @@ def kl_divergence_with_temperature(student: torch.Tensor, teacher: torch.Tensor,
     return per_class.sum(dim=1) * tau**2
 
 
+class TemperatureLoss(nn.Module):
+    """Base of the losses that compare softmax distributions at a temperature ``tau``: keeps
+    ``tau`` and ``loss_weight``, both checked at build (> 0, finite).
+
+    Args:
+        tau: Temperature (> 0). Defaults to 1.0.
+        loss_weight: Weight of the loss (> 0). Defaults to 1.0.
+    """
+
+    def __init__(self, tau: float = 1.0, loss_weight: float = 1.0) -> None:
+        super().__init__()
+        self.tau = check_positive(self, 'tau', tau, fix=TAU_FIX)
+        self.loss_weight = check_loss_weight(self, loss_weight)
+
+
 @MODELS.register_module()
-class KDLoss(nn.Module):
+class KDLoss(TemperatureLoss):
     """Hinton et al.'s knowledge distillation loss.
 
     ``loss_weight * mean_b KL(softmax(z_t / T) || softmax(z_s / T)) * T^2``: the ``T^2`` factor
@@ -46,9 +61,7 @@ class KDLoss(nn.Module):
     """
 
     def __init__(self, tau: float = 4.0, loss_weight: float = 1.0) -> None:
-        super().__init__()
-        self.tau = check_positive(self, 'tau', tau, fix=TAU_FIX)
-        self.loss_weight = check_loss_weight(self, loss_weight)
+        super().__init__(tau, loss_weight)
 
     @float32_reduction
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
