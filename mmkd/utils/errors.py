@@ -11,8 +11,11 @@ Each class also derives from the built-in exception that the same mistake raised
 (``KeyError``, ``ValueError``, ...), so ``except KeyError`` in user code keeps working.
 
 Examples:
-    >>> raise ConfigError('tap_pairs[0] must be a dict, got a str. Fix: ...')
-    >>> raise NameNotFoundError("student has no module named 'backbone.layer5'.")
+    >>> error = NameNotFoundError("student has no module named 'backbone.layer5'.")
+    >>> isinstance(error, KeyError), isinstance(error, UserError)
+    (True, True)
+    >>> print(error)  # without KeyError's quotes
+    student has no module named 'backbone.layer5'.
 """
 from typing import Optional
 

@@ -5,8 +5,12 @@ the config is built instead of training with a negative, zero or NaN loss. Each 
 :class:`~mmkd.utils.errors.ConfigError` naming the loss, the argument, the value and the fix.
 
 Examples:
-    >>> self.loss_weight = check_loss_weight(self, loss_weight)
-    >>> self.tau = check_positive(self, 'tau', tau, fix='the softmax temperature, e.g. tau=4')
+    >>> check_loss_weight('KDLoss', 2.0)
+    2.0
+    >>> check_positive('KDLoss', 'tau', 0, fix='the softmax temperature, e.g. tau=4')
+    Traceback (most recent call last):
+        ...
+    mmkd.utils.errors.ConfigError: KDLoss: tau must be a finite number > 0, got 0. Fix: ...
 """
 import math
 import numbers
