@@ -82,7 +82,7 @@ class DeepInversionSynthesizer:
             dynamic loss scaling). The images and Adam's state stay float32 and the objective
             is reduced in float32. Defaults to None.
         channels_last: Feed the teacher channels-last images (the same numbers in another
-            memory layout): on CPUs oneDNN's convolutions run about 4x faster so. Defaults
+            memory layout): oneDNN's CPU convolutions run several times faster so. Defaults
             to True.
     """
 
