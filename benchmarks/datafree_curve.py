@@ -155,7 +155,7 @@ def set_statistics(synthetic_set: str, work_dir: str, num_images: int = 2000) ->
     distances[labels[:, None] != labels[None, :]] = float('inf')
     distances.fill_diagonal_(float('inf'))
     accuracy = 100 * (logits.argmax(1) == labels).float().mean()
-    return (f'| {synthetic_set} (first {len(labels)}) | {accuracy:.2f} % | '
+    return (f'| {synthetic_set} (first {len(labels):,}) | {accuracy:.2f} % | '
             f'{distances.min(dim=1).values.mean():.3f} |')
 
 
@@ -217,10 +217,10 @@ def main() -> None:
             results = list(pool.map(lambda job: run_one(*job, args.work_dir), jobs))
     lines = [f'seeds {", ".join(map(str, args.seeds))}; top-1 on the real digits val split', '']
     for group in args.groups if not args.runs else []:
-        lines += [f'### {group}', ''] + summary(results, GROUPS[group], args.seeds) + ['']
+        lines += [f'**{group}**', ''] + summary(results, GROUPS[group], args.seeds) + ['']
     if args.runs:
         lines += summary(results, names, args.seeds)
-    lines += ['', '### synthetic sets', '',
+    lines += ['**synthetic sets**', '',
               '| set | teacher top-1 on it | nearest same-class distance |', '|---|---|---|']
     lines += [set_statistics(synthetic_set, args.work_dir)
               for synthetic_set in dict.fromkeys(RUNS[n][1] for n in names)]
