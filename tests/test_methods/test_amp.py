@@ -83,9 +83,14 @@ def method_options(method: str, teacher_ckpt: str, tmp_path) -> dict:
     options.update(copy.deepcopy(extra))
     if 'param_scheduler' in extra:
         options.pop('param_scheduler.T_max')
-    if method == 'df_dearkd':  # 20 synthesised images, 2 + 3 synthesis steps
-        options.pop('train_dataloader.dataset.shots_per_class')
+    if method == 'df_dearkd':  # iteration-based: 2 iterations on 20 synthesised images
+        for key in ('train_dataloader.dataset.shots_per_class', 'train_cfg.max_epochs',
+                    'param_scheduler.T_max'):
+            options.pop(key, None)
         options.update({
+            'train_cfg.max_iters': 2, 'train_cfg.val_interval': 2,
+            'default_hooks.checkpoint.interval': 2,
+            'param_scheduler': [dict(type='ConstantLR', factor=1.0, by_epoch=False)],
             'train_dataloader.dataset.teacher.cfg_path': TEACHER['cfg_path'],
             'train_dataloader.dataset.teacher_ckpt': teacher_ckpt,
             'train_dataloader.dataset.num_per_class': 2,
