@@ -7,9 +7,17 @@ import torch
 import torch.nn as nn
 
 
+def converts_channels(data_preprocessor: Any) -> bool:
+    """Whether ``data_preprocessor`` swaps BGR and RGB (mmpretrain's ``to_rgb``, mmengine's
+    ``_channel_conversion``): synthetic images are then stored in the other order."""
+    return bool(getattr(data_preprocessor, 'to_rgb', False)
+                or getattr(data_preprocessor, '_channel_conversion', False))
+
+
 def teacher_weights_hash(teacher: nn.Module) -> str:
-    """SHA-256 of a teacher's weights and buffers, and of its data preprocessor's ``mean`` and
-    ``std`` (kept outside the state dict by mmengine, yet they map images to pixels).
+    """SHA-256 of a teacher's weights and buffers, and of its data preprocessor's ``mean``,
+    ``std`` and channel conversion (kept outside the state dict by mmengine, yet they map images
+    to pixels).
 
     Args:
         teacher: The loaded teacher.
@@ -24,6 +32,7 @@ def teacher_weights_hash(teacher: nn.Module) -> str:
         value = getattr(preprocessor, name, None)
         if isinstance(value, torch.Tensor):
             tensors[f'data_preprocessor.{name}'] = value
+    digest.update(f'channel conversion:{converts_channels(preprocessor)}'.encode())
     for name in sorted(tensors):
         tensor = tensors[name].detach().cpu().contiguous()
         digest.update(f'{name}:{tensor.dtype}:{tuple(tensor.shape)}'.encode())
@@ -38,6 +47,8 @@ def plain(value: Any) -> Any:
         return {str(key): plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain(item) for item in value]
+    if isinstance(value, type) or callable(value):  # e.g. type=SomeSynthesizer (lazy configs)
+        return f'{value.__module__}.{value.__qualname__}'
     return value
 
 

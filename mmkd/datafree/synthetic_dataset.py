@@ -13,7 +13,8 @@ from mmkd.models.builder import build_model_from_cfg
 from mmkd.registry import DATASETS, TASK_UTILS, build_component
 from mmkd.utils.checkpoint import atomic_save
 from mmkd.utils.errors import ConfigError
-from .fingerprint import fingerprint_differences, synthesis_fingerprint, teacher_weights_hash
+from .fingerprint import (converts_channels, fingerprint_differences, synthesis_fingerprint,
+                          teacher_weights_hash)
 from .progress import SynthesisProgress
 
 
@@ -30,8 +31,7 @@ def to_pixels(images: torch.Tensor, data_preprocessor: nn.Module) -> torch.Tenso
     std = getattr(data_preprocessor, 'std', None)
     if mean is not None:
         images = images * std.to(images) + mean.to(images)
-    converts = getattr(data_preprocessor, 'to_rgb', False)  # mmpretrain's ClsDataPreprocessor
-    if converts or getattr(data_preprocessor, '_channel_conversion', False):  # mmengine's
+    if converts_channels(data_preprocessor):
         images = images.flip(1)
     return images.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 

@@ -13,6 +13,7 @@ from mmengine.logging import MMLogger
 from mmkd.datafree import (BNStatisticsLoss, DeepInversionDataset, DeepInversionSynthesizer,
                            IntraDivergenceLoss, l2_prior, teacher_logits_and_embeddings,
                            teacher_weights_hash, to_pixels, total_variation)
+from mmkd.datafree.fingerprint import converts_channels, synthesis_fingerprint
 from mmkd.models import build_model_from_cfg
 
 
@@ -171,6 +172,18 @@ def test_teacher_hash_follows_weights_and_normalisation_not_layout():
     renormalised = copy.deepcopy(teacher)
     renormalised.data_preprocessor.mean.fill_(90.0)
     assert teacher_weights_hash(renormalised) != digest
+    # Swapping BGR/RGB stores the images in the other channel order: another set.
+    swapped = copy.deepcopy(teacher)
+    swapped.data_preprocessor.to_rgb = not converts_channels(teacher.data_preprocessor)
+    assert teacher_weights_hash(swapped) != digest
+
+
+def test_a_synthesizer_given_by_class_has_a_fingerprint_that_loads_weights_only(tmp_path):
+    fingerprint = synthesis_fingerprint('0' * 64, dict(type=DeepInversionSynthesizer, lr=0.1),
+                                        num_classes=10, num_per_class=2, batch_size=20, seed=0)
+    assert fingerprint['synthesizer']['type'].endswith('DeepInversionSynthesizer')
+    torch.save(dict(fingerprint=fingerprint), tmp_path / 'cache.pth')
+    assert torch.load(tmp_path / 'cache.pth', weights_only=True)['fingerprint'] == fingerprint
 
 
 def test_channels_last_gives_the_same_images():
