@@ -144,7 +144,14 @@ class BaseRecorder:
 
     def map_records(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """Replace every recorded tensor by ``fn(tensor)`` (e.g. a cast after a teacher forward
-        in another precision); the versions are those of the new tensors."""
+        in another precision); the versions are those of the new tensors.
+
+        Raises:
+            RecordedTensorChanged: A recorded tensor was modified in place before the mapping
+                (checked first, as reading the record would).
+        """
+        for value, versions in self._data:
+            self._check_unchanged(value, versions)
         self._data = [(value, [_version(t) for t in _tensors_in(value)])
                       for value in (_map_tensors(value, fn) for value, _ in self._data)]
 
@@ -208,10 +215,15 @@ class BaseRecorder:
                                    f'{len(self._data)} time(s) in the last forward pass; set '
                                    f'data_idx to 0..{len(self._data) - 1} in the tap pair.')
         value, versions = self._data[data_idx]
+        self._check_unchanged(value, versions)
+        return value
+
+    def _check_unchanged(self, value: Any, versions: List[int]) -> None:
+        """Raise :class:`RecordedTensorChanged` when a tensor of ``value`` was modified in
+        place since it was recorded (its version counter moved on)."""
         for tensor, version in zip(_tensors_in(value), versions):
             if _version(tensor) != version:
                 raise RecordedTensorChanged(
                     f'{self!r}: the recorded tensor was modified in place after it was '
                     'recorded (e.g. by `out += identity` or an inplace ReLU), so it no longer '
                     'holds the recorded values. Set clone=True on this recorder.')
-        return value

@@ -188,6 +188,10 @@ def test_module_output_changed_in_place_is_detected_and_cloning_fixes_it():
     manager = record_once(model, ModuleOutputsRecorder('layer1.0.bn2', clone=False), x)
     with pytest.raises(RecordedTensorChanged, match='clone=True'):
         manager.get_record_data('tap')
+    # Mapping the records (the teacher options' cast after the forward) checks them first
+    # instead of taking the changed values as the recorded ones.
+    with pytest.raises(RecordedTensorChanged, match='clone=True'):
+        manager['tap'].map_records(lambda tensor: tensor.double())
     manager = record_once(model, ModuleOutputsRecorder('layer1.0.bn2', clone=True), x)
     block = model.layer1[0]
     block_input = capture_input(block, lambda: model(x))
