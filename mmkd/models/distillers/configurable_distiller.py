@@ -7,7 +7,7 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 
 from mmkd.registry import MODELS, build_component
-from mmkd.utils.errors import ConfigError, ConfigTypeError, ShapeMismatchError
+from mmkd.utils.errors import ConfigError, ConfigRuntimeError, ConfigTypeError, ShapeMismatchError
 from mmkd.utils.misc import did_you_mean
 from ..connectors.base_connector import BaseConnector, TeacherTapContext
 from ..connectors.suggest import CONNECTOR_REASONS, connectors_needed
@@ -296,6 +296,17 @@ class ConfigurableDistiller(BaseModule):
             'channels and size are filled in by the dry run): '
             f'{"; ".join(fixes) or "one that maps the student shape to the teacher shape"}.')
 
+    def _require_built_connectors(self, names: Optional[Sequence[str]] = None) -> None:
+        """Raise when connectors (``names``, default all) still wait for the shapes of a dry
+        run that never ran."""
+        waiting = sorted(set(self._connector_cfgs).intersection(
+            self._connector_cfgs if names is None else names))
+        if waiting:
+            raise ConfigRuntimeError(
+                f'connectors {waiting} were never built: their shapes come '
+                'from the algorithm\'s dry run, which was switched off (dry_run_shape=None). '
+                'Give their channels, or set dry_run_shape to the input shape (C, H, W).')
+
     # -- teacher connectors ----------------------------------------------------------------
     def _teacher_connector_uses(self) -> Iterator[Tuple[str, DataSpec, nn.Module]]:
         """(connector name, the teacher spec that uses it, the connector) for every use of a
@@ -303,6 +314,7 @@ class ConfigurableDistiller(BaseModule):
         for specs in self.loss_forward_mappings.values():
             for spec in specs.values():
                 if not spec.from_student:
+                    self._require_built_connectors(spec.connector)
                     for name in spec.connector:
                         yield name, spec, self.connectors[name]
 
@@ -371,10 +383,7 @@ class ConfigurableDistiller(BaseModule):
             NonFiniteLossError: At the first step where a loss is inf or NaN, naming the loss,
                 its taps, the iteration and whether its inputs were already non-finite.
         """
-        if self._connector_cfgs:
-            raise RuntimeError(f'connectors {sorted(self._connector_cfgs)} were never built: '
-                               'their shapes come from the algorithm\'s dry run, which was '
-                               'switched off (dry_run_shape=None). Give their channels.')
+        self._require_built_connectors()
         losses = {}
         for loss_name, specs in self.loss_forward_mappings.items():
             # the connector outputs die with the call: only what the backward saves stays

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from helpers import save_checkpoint_of
 from mmkd.models.connectors import BaseConnector
 from mmkd.registry import MODELS, build_component
-from mmkd.utils.errors import (ConfigKeyError, ConfigTypeError, NameNotFoundError,
+from mmkd.utils.errors import (ConfigKeyError, ConfigRuntimeError, ConfigTypeError,
+                               NameNotFoundError,
                                ShapeMismatchError)
 from ofd_helpers import TEACHER, batch, build_ofd, manual_pre_relu_features, ofd_taps
 
@@ -119,3 +120,11 @@ def test_a_mapping_spec_with_wrong_keys_is_a_config_error(student, error, messag
             distill_losses=dict(loss_kd=dict(type='KDLoss')),
             loss_forward_mappings=dict(loss_kd=dict(
                 student=student, teacher=dict(recorder='logits', from_student=False)))))
+
+
+def test_unbuilt_connectors_without_a_dry_run_are_named_by_every_reader(teacher_ckpt):
+    ofd = build_ofd(teacher_ckpt, dry_run_shape=None)
+    for read in (ofd.distiller.teacher_connectors, ofd.distiller.teacher_connector_inputs,
+                 ofd.empirical_margin_connectors):
+        with pytest.raises(ConfigRuntimeError, match='never built.*dry_run_shape'):
+            read()
