@@ -260,3 +260,16 @@ def tiny_run_options(cfg, tmp_path, kind):
     if 'init_cfg' in cfg.model.architecture.get('backbone', {}):
         options['model.architecture.backbone.init_cfg'] = None
     return options, ckpt
+
+
+# A thin teacher keeps the digits runs fast: the digits ResNet-18 at width 4 (layer1: 4 x 8 x 8).
+THIN_DIGITS_TEACHER = dict(cfg_path='mmkd::digits/student_resnet18_w4.py')
+# cfg_options that shrink the digits DearKD configs' MHCA ViT student to 2 blocks of width 16,
+# the aligner on its one MHCA block.
+SMALL_MHCA_VIT = {
+    'model.architecture.backbone.arch': dict(embed_dims=16, num_layers=2, num_heads=4,
+                                             feedforward_channels=32),
+    'model.architecture.backbone.num_mhca_layers': 1,
+    'model.architecture.head.in_channels': 16,
+    'model.distiller.tap_pairs.1.student': 'backbone.layers.0',  # the MHCA block
+}

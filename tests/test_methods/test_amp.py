@@ -18,7 +18,8 @@ import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
 
-from helpers import REPO, config_path, digits_options, tiny_classifier
+from helpers import (REPO, SMALL_MHCA_VIT, THIN_DIGITS_TEACHER, config_path, digits_options,
+                     tiny_classifier)
 from mmkd.apis.train import build_train_runner, enable_amp
 from mmkd.datafree import DeepInversionSynthesizer
 from mmkd.models import build_model_from_cfg
@@ -27,14 +28,9 @@ from mmkd.models.connectors import (AlignerConnector, ConvBNConnector, OFDTeache
 from mmkd.utils.errors import ConfigError
 
 BF16 = torch.bfloat16
-# A thin teacher keeps the runs fast: the digits ResNet-18 at width 4.
-TEACHER = dict(cfg_path='mmkd::digits/student_resnet18_w4.py')
+TEACHER = THIN_DIGITS_TEACHER
 SMALL_VIT = {
-    'model.architecture.backbone.arch': dict(embed_dims=16, num_layers=2, num_heads=4,
-                                             feedforward_channels=32),
-    'model.architecture.backbone.num_mhca_layers': 1,
-    'model.architecture.head.in_channels': 16,
-    'model.distiller.tap_pairs.1.student': 'backbone.layers.0',  # the MHCA block
+    **SMALL_MHCA_VIT,
     'param_scheduler': [dict(type='ConstantLR', factor=1.0, by_epoch=True)],
     'custom_hooks': [dict(type='DistillSwitchHook', stop_at=2)],
 }

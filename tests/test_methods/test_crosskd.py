@@ -164,18 +164,26 @@ def test_cross_head_is_the_teacher_head_on_aligned_student_features(tmp_path, cf
                 torch.testing.assert_close(cross, x, rtol=1e-4, atol=1e-5)
 
 
+def teacher_outputs_and_targets(model, inputs, samples):
+    """The teacher's per-level class and box outputs, the student head's anchors (per image,
+    as ``get_targets`` leaves them) and its ``get_targets`` for the batch (the label assignment
+    the algorithm reads)."""
+    teacher_cls, teacher_reg = model.teacher(inputs, None, mode='tensor')
+    head, metas = model.student.bbox_head, [s.metainfo for s in samples]
+    anchors, flags = head.get_anchors([c.shape[-2:] for c in teacher_cls], metas, device='cpu')
+    targets = head.get_targets(anchors, flags, [s.gt_instances for s in samples], metas)
+    return teacher_cls, teacher_reg, anchors, targets
+
+
 def test_gfl_losses_equal_a_hand_computation(tmp_path):
     model, _ = build_crosskd(tmp_path, GFL)
     inputs, samples = batch()
     losses = model.loss(inputs, samples)
     head = model.student.bbox_head
     with torch.no_grad():
-        teacher_cls, teacher_reg = model.teacher(inputs, None, mode='tensor')
         # the label assignment the algorithm read is the head's own
-        sizes = [c.shape[-2:] for c in teacher_cls]
-        anchors, flags = head.get_anchors(sizes, [s.metainfo for s in samples], device='cpu')
-        targets = head.get_targets(anchors, flags, [s.gt_instances for s in samples],
-                                   [s.metainfo for s in samples])
+        teacher_cls, teacher_reg, _, targets = teacher_outputs_and_targets(model, inputs,
+                                                                           samples)
         labels, label_weights, num_pos = targets[1], targets[2], targets[5]
         assert num_pos == sum(int(((lab >= 0) & (lab < 3)).sum()) for lab in labels) > 0
         cls, dist, box, weight_sum = 0.0, 0.0, 0.0, 0.0
@@ -224,11 +232,8 @@ def test_retinanet_losses_equal_a_hand_computation(tmp_path):
     losses = model.loss(inputs, samples)
     head = model.student.bbox_head
     with torch.no_grad():
-        teacher_cls, teacher_reg = model.teacher(inputs, None, mode='tensor')
-        sizes = [c.shape[-2:] for c in teacher_cls]
-        anchors, flags = head.get_anchors(sizes, [s.metainfo for s in samples], device='cpu')
-        targets = head.get_targets(anchors, flags, [s.gt_instances for s in samples],
-                                   [s.metainfo for s in samples])
+        teacher_cls, teacher_reg, anchors, targets = teacher_outputs_and_targets(model, inputs,
+                                                                                 samples)
         label_weights, num_pos = targets[1], targets[4]
         assert any(bool((lw == 0).any()) for lw in label_weights)  # ignored anchors exist
         cls, box = 0.0, 0.0

@@ -8,17 +8,10 @@ from mmengine.config import Config
 from mmpretrain.structures import DataSample
 
 from mmkd.apis.train import build_train_runner
-from helpers import config_path, digits_options, save_checkpoint_of, train_recorded
+from helpers import (SMALL_MHCA_VIT, THIN_DIGITS_TEACHER, config_path, digits_options,
+                     save_checkpoint_of, train_recorded)
 
-# A thin teacher keeps the tests fast: the digits ResNet-18 at width 4 (layer1: 4 x 8 x 8).
-TEACHER = dict(cfg_path='mmkd::digits/student_resnet18_w4.py')
-SMALL_VIT = {
-    'model.architecture.backbone.arch': dict(embed_dims=16, num_layers=2, num_heads=4,
-                                             feedforward_channels=32),
-    'model.architecture.backbone.num_mhca_layers': 1,
-    'model.architecture.head.in_channels': 16,
-    'model.distiller.tap_pairs.1.student': 'backbone.layers.0',
-}
+TEACHER, SMALL_VIT = THIN_DIGITS_TEACHER, SMALL_MHCA_VIT
 
 
 def _dist_target(runner) -> dict:

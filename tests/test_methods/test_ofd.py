@@ -7,10 +7,9 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from data_factory import (cls_data_options, det_data_options, make_classification_dataset,
-                          make_coco_detection, make_segmentation_dataset, seg_data_options)
+from data_factory import cls_data_options, make_classification_dataset
 from helpers import (assert_teacher_unchanged, config_path, digits_options, save_checkpoint_of,
-                     tiny_classifier, train, train_recorded)
+                     tiny_classifier, tiny_run_options, train, train_recorded)
 from mmkd.models import OFDTeacherConnector
 from ofd_helpers import (TEACHER, batch, build_ofd, manual_pre_relu_features, ofd_taps,
                          reference_margin, save_trained_looking_teacher)
@@ -153,13 +152,7 @@ def test_classification_configs_train_one_iteration(tmp_path, config, backbone):
 ])
 def test_detection_configs_train_without_running_the_teacher_heads(tmp_path, config, heads):
     cfg = Config.fromfile(config_path(config))
-    ckpt = save_checkpoint_of(dict(cfg.model.teacher, pretrained=False),
-                              str(tmp_path / 'teacher.pth'))
-    info = make_coco_detection(tmp_path / 'data', image_size=(64, 64))
-    options = det_data_options(info, max_iters=1, save_checkpoint=False)
-    options.update({'model.teacher.pretrained': False, 'model.teacher_ckpt': ckpt,
-                    'model.architecture.backbone.init_cfg': None,
-                    'model.dry_run_shape': (3, 64, 64)})
+    options, ckpt = tiny_run_options(cfg, tmp_path, 'det')
     record = train_recorded(cfg, str(tmp_path / 'work'), options,
                             count=('backbone.layer4', ) + heads)
     runner, calls = record.runner, record.calls
@@ -172,13 +165,7 @@ def test_detection_configs_train_without_running_the_teacher_heads(tmp_path, con
 def test_segmentation_config_trains_one_iteration(tmp_path):
     cfg = Config.fromfile(config_path(
         'ofd/ofd_pspnet_r101-d8_r18-d8_4xb2-80k_cityscapes-512x1024.py'))
-    ckpt = save_checkpoint_of(dict(cfg.model.teacher, pretrained=False),
-                              str(tmp_path / 'teacher.pth'))
-    info = make_segmentation_dataset(tmp_path / 'data', image_size=(64, 64))
-    options = seg_data_options(info, max_iters=1, save_checkpoint=False)
-    options.update({'model.teacher.pretrained': False, 'model.teacher_ckpt': ckpt,
-                    'model.architecture.backbone.init_cfg': None,
-                    'model.dry_run_shape': (3, 64, 64)})
+    options, ckpt = tiny_run_options(cfg, tmp_path, 'seg')
     # mmseg calls decode_head.forward directly, which module hooks do not see: count the
     # heads' layers
     heads = ('decode_head.conv_seg', 'auxiliary_head.conv_seg')
