@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-SECTIONS = ('versions', 'ops', 'train', 'ddp', 'overhead', 'mmrazor')
+SECTIONS = ('versions', 'ops', 'train', 'ddp', 'overhead', 'levers', 'mmrazor')
 #: Folders of configs/ that hold no method's configs (the train section takes every other one).
 NOT_METHOD_DIRS = ('_base_', 'digits', 'benchmarks')
 #: Exit status of a section that ran to its end with a failed check (any other non-zero status
@@ -84,6 +84,8 @@ class Plan:
             distillation config of the methods' folders of configs/.
         overhead: (preset of ``benchmarks/_common.py`` or a config, size, batch size) for
             step_overhead.
+        levers: (preset or config, size, batch size, lever names) for step_overhead's
+            ``--levers``: the opt-in teacher options timed beside the default step.
         mmrazor: (pair, size, batch size, an mmkd config instead of the pair's or ``None``)
             for vs_mmrazor.
         rounds: Timed rounds of each benchmark.
@@ -99,6 +101,7 @@ class Plan:
     train_inputs: Dict[str, Tuple[Size, int]]
     configs: Optional[Tuple[str, ...]]
     overhead: Tuple[Tuple[str, Size, int], ...]
+    levers: Tuple[Tuple[str, Size, int, Tuple[str, ...]], ...]
     mmrazor: Tuple[Tuple[str, Size, int, Optional[str]], ...]
     rounds: int
     warmup: int
@@ -113,13 +116,15 @@ FULL = Plan(
     configs=None,
     # the detector last in each benchmark: the slowest to build and run, it gets what is left
     overhead=(('ofd-cls', 224, 64), ('ofd-seg', (512, 1024), 2), ('ofd-det', (800, 1333), 2)),
+    levers=(('ofd-cls', 224, 64, ('bf16-teacher', 'channels-last', 'inference-teacher',
+                                  'bf16-teacher+channels-last+inference-teacher')), ),
     mmrazor=(('cls', 224, 64, None), ('det', (800, 1333), 2, None)),
     rounds=5,
     warmup=2,
     # on an H200 with 16 cores (docs/performance.md, "CUDA"): versions over 10 s, ops 16 s,
     # train 74 s, ddp 48 s, overhead 56 s and mmrazor over 66 s, both with failing det rows
-    budgets=dict(versions=30, ops=20, train=85, ddp=50, overhead=85, mmrazor=60),
-    floors=dict(versions=30, ops=15, train=45, ddp=40, overhead=40, mmrazor=30),
+    budgets=dict(versions=30, ops=20, train=85, ddp=50, overhead=85, levers=45, mmrazor=60),
+    floors=dict(versions=30, ops=15, train=45, ddp=40, overhead=40, levers=30, mmrazor=30),
     workers=4)
 
 QUICK = Plan(
@@ -129,10 +134,13 @@ QUICK = Plan(
              'configs/fitnets/fitnets_retinanet_r101_r50_fpn_1x_coco.py',
              'configs/fitnets/fitnets_pspnet_r101-d8_r18-d8_4xb2-80k_cityscapes-512x1024.py'),
     overhead=(('configs/digits/ofd_resnet18_w32_w4.py', 32, 2), ),
+    levers=(('configs/digits/ofd_resnet18_w32_w4.py', 32, 2,
+             ('bf16-teacher+channels-last', )), ),
     mmrazor=(('cls', 32, 2, 'configs/digits/ofd_resnet18_w32_w4.py'), ),
     rounds=1,
     warmup=0,
-    budgets=dict(versions=60, ops=60, train=300, ddp=180, overhead=180, mmrazor=180),
+    budgets=dict(versions=60, ops=60, train=300, ddp=180, overhead=180, levers=120,
+                 mmrazor=180),
     workers=2)
 
 
@@ -750,18 +758,21 @@ class Tee(io.TextIOBase):
 
 
 def benchmark_rows(frag: Fragment, module_name: str, runs: List[Tuple[str, List[str]]],
-                   notes: Callable[[str], None] = lambda output: None) -> None:
-    """Run ``module.main(argv)`` for each (label, argv), one summary row each."""
+                   notes: Callable[[str], None] = lambda output: None,
+                   summary_name: str = 'summary') -> None:
+    """Run ``module.main(argv)`` for each (label, argv), the rows of the module's
+    ``summary_name`` function (a markdown table of results) for each."""
     import gc
     import torch
     module = benchmark_module(module_name)
-    frag.write(module.summary({}))
+    summary = getattr(module, summary_name)
+    frag.write(summary({}))
     for label, argv in runs:
         tee = Tee()
         try:
             with contextlib.redirect_stdout(tee):
                 results = module.main(argv)
-            rows = module.summary({f'{label}, {name}': r for name, r in results.items()})
+            rows = summary({f'{label}, {name}': r for name, r in results.items()})
             frag.write('\n'.join(rows.splitlines()[2:]))
         except Exception as error:  # noqa: BLE001 (recorded; the next run still goes)
             frag.write(f'| {label} | {frag.error(label, error)} |')
@@ -781,13 +792,29 @@ def common_benchmark_args(args: argparse.Namespace, plan: Plan, size: Size, batc
 def section_overhead(frag: Fragment, args: argparse.Namespace, plan: Plan) -> None:
     amps = (False, True) if args.device == 'cuda' else (False, )
     runs = [(f'{"AMP fp16" if amp else "fp32"} {size_arg(size)} x {batch}',
-             ([osp.join(REPO, preset)] if preset.endswith('.py') else ['--preset', preset])
-             + common_benchmark_args(args, plan, size, batch) + (['--amp'] if amp else []))
+             preset_args(preset) + common_benchmark_args(args, plan, size, batch)
+             + (['--amp'] if amp else []))
             for preset, size, batch in plan.overhead for amp in amps]
     frag.note(f'`benchmarks/step_overhead.py`: the median of {plan.rounds} timed round(s) '
               f'after {plan.warmup} untimed, in seconds; the columns are those of '
               'docs/performance.md.')
     benchmark_rows(frag, 'step_overhead', runs)
+
+
+def preset_args(preset: str) -> List[str]:
+    """step_overhead's arguments for a preset name or a config path."""
+    return [osp.join(REPO, preset)] if preset.endswith('.py') else ['--preset', preset]
+
+
+def section_levers(frag: Fragment, args: argparse.Namespace, plan: Plan) -> None:
+    runs = [(f'fp32 {size_arg(size)} x {batch}',
+             preset_args(preset) + common_benchmark_args(args, plan, size, batch)
+             + ['--levers', *levers])
+            for preset, size, batch, levers in plan.levers]
+    frag.note('`benchmarks/step_overhead.py --levers`: the opt-in teacher options '
+              '(docs/performance.md, "Issue 14") timed beside the default step in the same '
+              f'rounds; medians of {plan.rounds} timed round(s) after {plan.warmup} untimed.')
+    benchmark_rows(frag, 'step_overhead', runs, summary_name='lever_summary')
 
 
 def section_mmrazor(frag: Fragment, args: argparse.Namespace, plan: Plan) -> None:
@@ -808,7 +835,8 @@ def section_mmrazor(frag: Fragment, args: argparse.Namespace, plan: Plan) -> Non
 
 
 SECTION_FUNCTIONS = dict(versions=section_versions, ops=section_ops, train=section_train,
-                         ddp=section_ddp, overhead=section_overhead, mmrazor=section_mmrazor)
+                         ddp=section_ddp, overhead=section_overhead, levers=section_levers,
+                         mmrazor=section_mmrazor)
 
 
 def run_section_here(args: argparse.Namespace, plan: Plan) -> int:
