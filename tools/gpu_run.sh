@@ -27,7 +27,7 @@
 #
 # Environment: OUT (default work_dirs/gpu_run), PYTHON (python3), WHEELS (.whl), SITE
 # (/tmp/site), MMRAZOR_DIR (/tmp/mmrazor), MMCV_WHEEL_ROOT (/tmp/mmcv-wheels), TOTAL_S (585,
-# seconds for the whole run), GPU_CHECK_BUDGET (330), MMKD_COMMIT.
+# seconds for the whole run), GPU_CHECK_BUDGET (425), MMKD_COMMIT.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,7 +39,7 @@ SITE="${SITE:-/tmp/site}"
 MMRAZOR_DIR="${MMRAZOR_DIR:-/tmp/mmrazor}"
 MMCV_WHEEL_ROOT="${MMCV_WHEEL_ROOT:-/tmp/mmcv-wheels}"
 TOTAL_S="${TOTAL_S:-585}"
-GPU_CHECK_BUDGET="${GPU_CHECK_BUDGET:-330}"
+GPU_CHECK_BUDGET="${GPU_CHECK_BUDGET:-425}"
 if [[ -z "${MMKD_COMMIT:-}" && -s "$ROOT/.mmkd-commit" ]]; then
     MMKD_COMMIT="$(head -n 1 "$ROOT/.mmkd-commit")"
 fi
