@@ -79,18 +79,33 @@ LEVERS = {
     'inference-teacher': dict(teacher_inference_mode=True),
     'compile': {},  # mmengine's compile=True: torch.compile(model.train_step)
     'eager-loss': {},  # the previous OFD arithmetic (see eager_loss_step)
+    'recompute-connectors': {},  # ConvBNConnector(recompute=True), see with_recomputed_connectors
 }
 
 
-def lever_options(lever: str) -> dict:
-    """The algorithm options of a ``+``-joined lever name."""
+def with_recomputed_connectors(model_cfg: dict) -> dict:
+    """``model_cfg`` with ``recompute=True`` on every ``ConvBNConnector`` of its tap pairs."""
+    model_cfg = copy.deepcopy(model_cfg)
+    for pair in model_cfg['distiller'].get('tap_pairs', []):
+        connectors = pair.get('student_connector')
+        for connector in connectors if isinstance(connectors, (list, tuple)) else [connectors]:
+            if isinstance(connector, dict) and str(connector.get('type', '')).split('.')[-1] \
+                    == 'ConvBNConnector':
+                connector['recompute'] = True
+    return model_cfg
+
+
+def lever_model_cfg(model_cfg: dict, lever: str) -> dict:
+    """``model_cfg`` with the options of a ``+``-joined lever name."""
     options = {}
     for part in lever.split('+'):
         if part not in LEVERS:
             raise SystemExit(f'unknown lever {part!r}; choose from {sorted(LEVERS)}, joined '
                              'with + to combine.')
         options.update(LEVERS[part])
-    return options
+    if 'recompute-connectors' in lever.split('+'):
+        model_cfg = with_recomputed_connectors(model_cfg)
+    return dict(model_cfg, **options)
 
 
 def eager_loss_step(algorithm: nn.Module, step: Callable[[int], object]
@@ -230,7 +245,7 @@ def run_config(name: str, config: str, size: C.Size, batch_size: int, rounds: in
         ckpt = args.teacher_ckpt or C.save_random_checkpoint(
             model_cfg['teacher'], osp.join(tmp, 'teacher.pth'))
         algorithm = C.build_mmkd_algorithm(model_cfg, ckpt, size, device)
-        variants = {lever: C.build_mmkd_algorithm(dict(model_cfg, **lever_options(lever)), ckpt,
+        variants = {lever: C.build_mmkd_algorithm(lever_model_cfg(model_cfg, lever), ckpt,
                                                   size, device) for lever in args.levers}
     task = C.task_of(algorithm.student)
     batches = [C.make_batch(task, batch_size, size, C.num_classes_of(algorithm.student, task),
@@ -317,7 +332,9 @@ def first_losses(algorithm: nn.Module, data: dict) -> Dict[str, float]:
     them, before the update), from the algorithm's current state."""
     with torch.no_grad():
         losses = algorithm.loss(data['inputs'], data['data_samples'])
-    values = {name: float(value) for name, value in losses.items()}
+    # mmdet's heads give some losses per feature level, as a list of tensors
+    values = {name: float(sum(value) if isinstance(value, (list, tuple)) else value)
+              for name, value in losses.items()}
     values['loss'] = sum(values.values())
     return values
 
