@@ -3,6 +3,7 @@ import torch.nn as nn
 
 from mmkd.registry import MODELS
 from .precision import float32_reduction
+from .squared_error import squared_error_sum
 from .validation import check_choice, check_loss_weight
 
 REDUCTIONS = ('mean', 'batchmean')
@@ -15,7 +16,9 @@ class FitNetsLoss(nn.Module):
 
     ``loss_weight * mean((student - teacher)^2)`` with ``reduction='mean'`` (RepDistiller's
     choice), or the sum over all elements divided by the batch size with
-    ``reduction='batchmean'``. Computed in float32 on half-precision inputs.
+    ``reduction='batchmean'``. Computed in float32 on half-precision inputs, as one autograd
+    function that keeps only the difference for the backward pass
+    (:func:`~mmkd.models.losses.squared_error.squared_error_sum`).
 
     Args:
         loss_weight: Weight of the loss (> 0). Defaults to 1.0.
@@ -36,7 +39,5 @@ class FitNetsLoss(nn.Module):
         Returns:
             Tensor: Scalar loss, float32.
         """
-        squared = (student - teacher.detach()).pow(2)
-        if self.reduction == 'mean':
-            return self.loss_weight * squared.mean()
-        return self.loss_weight * squared.sum() / student.shape[0]
+        count = student.numel() if self.reduction == 'mean' else student.shape[0]
+        return squared_error_sum(student, teacher, self.loss_weight / count)

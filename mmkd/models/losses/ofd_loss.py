@@ -1,18 +1,17 @@
 """OFD's distillation loss: partial L2 between the connected student and the margin-rectified
 teacher, summed and normalised.
 
-The loss runs as one autograd function (:class:`PartialL2Sum`): its forward keeps only the
-masked difference ``S - T`` (one tensor the student's size) and its backward is one
-multiplication. The eager formula (:func:`partial_l2`, then ``sum``) keeps the difference, the
+The loss runs as one autograd function (:class:`~.squared_error.SquaredErrorSum` with
+``partial=True``): its forward keeps only the masked difference ``S - T`` (one tensor the
+student's size) and its backward is one multiplication. The eager formula (:func:`partial_l2`, then ``sum``) keeps the difference, the
 mask and the squared map's gradient chain, four passes and three temporaries in the backward.
 """
-from typing import Any, Optional, Tuple
-
 import torch
 import torch.nn as nn
 
 from mmkd.registry import MODELS
 from .precision import float32_reduction
+from .squared_error import squared_error_sum
 from .validation import check_loss_weight, check_positive
 
 
@@ -34,49 +33,11 @@ def partial_l2(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return (teacher - student).pow(2).masked_fill(skip, 0.0)
 
 
-class PartialL2Sum(torch.autograd.Function):
-    """``scale * sum(partial_l2(S, T))`` with a lean backward; the teacher gets no gradient.
-
-    Forward: ``D = S - T`` with ``D = 0`` where ``S <= T <= 0`` (in place on ``D``), then
-    ``scale * sum(D^2)``. Only ``D`` is saved. Backward: ``dL/dS = 2 * scale * D * g``, one
-    pass; the teacher is treated as a constant (no graph, no gradient), as OFD detaches it.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, student: torch.Tensor, teacher: torch.Tensor,
-                scale: float) -> torch.Tensor:
-        """Args:
-            student: Student feature, any shape.
-            teacher: Teacher feature, same shape and dtype.
-            scale: Factor of the sum (weight / normalisation).
-
-        Returns:
-            Tensor: Scalar, the inputs' dtype.
-        """
-        difference = torch.sub(student, teacher)
-        skip = teacher.le(0)
-        skip &= difference.le(0)
-        difference.masked_fill_(skip, 0.0)
-        del skip
-        ctx.scale = scale
-        ctx.save_for_backward(difference)
-        return difference.square().sum() * scale
-
-    @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor
-                 ) -> Tuple[Optional[torch.Tensor], None, None]:
-        student_grad = None
-        if ctx.needs_input_grad[0]:
-            difference, = ctx.saved_tensors
-            student_grad = difference * (2.0 * ctx.scale * grad_output)
-        return student_grad, None, None
-
-
 def partial_l2_sum(student: torch.Tensor, teacher: torch.Tensor,
                    scale: float = 1.0) -> torch.Tensor:
     """``scale * partial_l2(student, teacher).sum()``, the teacher detached, through
-    :class:`PartialL2Sum` (same value and student gradient as the eager formula, less memory
-    and fewer passes).
+    :class:`~mmkd.models.losses.squared_error.SquaredErrorSum` (same value and student
+    gradient as the eager formula, less memory and fewer passes).
 
     Args:
         student: Student feature, any shape, e.g. (B, C, H, W).
@@ -86,11 +47,7 @@ def partial_l2_sum(student: torch.Tensor, teacher: torch.Tensor,
     Returns:
         Tensor: Scalar.
     """
-    if student.shape != teacher.shape:
-        raise ValueError(f'partial_l2_sum: student shape {tuple(student.shape)} != teacher '
-                         f'shape {tuple(teacher.shape)}.')
-    teacher = teacher.detach().to(student.dtype)
-    return PartialL2Sum.apply(student, teacher, float(scale))
+    return squared_error_sum(student, teacher, scale, partial=True)
 
 
 @MODELS.register_module()

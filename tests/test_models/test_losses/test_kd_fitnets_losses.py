@@ -76,6 +76,26 @@ def test_fitnets_loss_equals_hand_computation(reduction):
         FitNetsLoss(reduction='sum')
 
 
+@pytest.mark.parametrize('reduction', ['mean', 'batchmean'])
+def test_fitnets_loss_gradient_is_the_eager_formulas_and_keeps_one_tensor(reduction):
+    generator = torch.Generator().manual_seed(0)
+    student = torch.randn(2, 3, 5, 5, generator=generator, requires_grad=True)
+    teacher = torch.randn(2, 3, 5, 5, generator=generator, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.shape) or t,
+                                                  lambda t: t):
+        loss = FitNetsLoss(loss_weight=2.0, reduction=reduction)(student, teacher)
+    assert saved == [student.shape]  # the difference only
+    loss.backward()
+    count = student.numel() if reduction == 'mean' else 2
+    expected = 2.0 * 2.0 * (student - teacher).detach() / count
+    assert torch.allclose(student.grad, expected, atol=1e-7)
+    assert teacher.grad is None  # the teacher is a constant
+    assert torch.autograd.gradcheck(
+        lambda s: FitNetsLoss(reduction=reduction)(s, teacher.detach().double()),
+        (student.detach().double().requires_grad_(), ))
+
+
 def test_mmkd_components_build_whatever_the_default_scope():
     # e.g. a config that keeps mmseg's default_scope, or the scope the last runner left
     with DefaultScope.overwrite_default_scope('mmseg'):
