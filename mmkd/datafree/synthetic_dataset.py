@@ -36,6 +36,28 @@ def to_pixels(images: torch.Tensor, data_preprocessor: nn.Module) -> torch.Tenso
     return images.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
+@torch.no_grad()
+def teacher_logits(teacher: nn.Module, images: torch.Tensor, batch_size: int = 500
+                   ) -> torch.Tensor:
+    """The teacher's logits on stored images, as the data pipeline loads them unaugmented.
+
+    Args:
+        teacher: The loaded classifier, in evaluation mode.
+        images: uint8 images (N, H, W, 3), in the pipeline's channel order.
+        batch_size: Images per forward pass.
+
+    Returns:
+        Tensor: Logits (N, num_classes), float32, on the CPU.
+    """
+    device = next(teacher.parameters()).device
+    logits = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size].permute(0, 3, 1, 2).to(device)
+        inputs = teacher.data_preprocessor(dict(inputs=batch), False)['inputs']
+        logits.append(teacher(inputs, mode='tensor').float().cpu())
+    return torch.cat(logits)
+
+
 @DATASETS.register_module()
 class DeepInversionDataset(BaseDataset):
     """Labelled images synthesised from a trained teacher with
@@ -52,6 +74,15 @@ class DeepInversionDataset(BaseDataset):
     uint8 and ``gt_label`` (the class the image was synthesised for), so mmpretrain's
     pipelines, augmentations and the student's data preprocessor work unchanged.
 
+    With ``soft_label_tau`` set, items also carry ``gt_score``: the teacher's softened
+    prediction ``softmax(z_t / tau)`` on the stored (unaugmented) image, computed once and
+    kept in the cache with the images. A classification head then trains on these soft
+    labels instead of the synthesis labels (mmpretrain's heads use ``gt_score`` when present;
+    give the head ``CrossEntropyLoss(use_soft=True)``). They are what the teacher says about
+    the image, and what a label-only stage of training (e.g. DearKD's stage 2) can learn from
+    without the teacher running: on synthetic images the synthesis labels alone teach features
+    that do not carry over to real images (docs/methods/dearkd.md, DF-DearKD).
+
     Args:
         teacher: The teacher's model config (``dict(cfg_path=...)``, a scoped type) or module.
         num_per_class: Images per class.
@@ -63,6 +94,8 @@ class DeepInversionDataset(BaseDataset):
         cache_file: Where the synthesised images are saved and looked up; ``None`` keeps
             them in memory only (and needs ``world_size == 1``).
         seed: Seed of the initial noise and the augmentations.
+        soft_label_tau: Temperature of the teacher's soft labels (``gt_score``, > 0);
+            ``None`` (default) for the synthesis labels only.
         device: Device of the synthesis; defaults to CUDA when available.
         pipeline: mmpretrain transforms.
         test_mode: As in :class:`mmpretrain.datasets.BaseDataset`.
@@ -77,6 +110,7 @@ class DeepInversionDataset(BaseDataset):
                  batch_size: int = 100,
                  cache_file: Optional[str] = None,
                  seed: int = 0,
+                 soft_label_tau: Optional[float] = None,
                  device: Optional[str] = None,
                  pipeline=(),
                  test_mode: bool = False,
@@ -84,6 +118,11 @@ class DeepInversionDataset(BaseDataset):
         if num_per_class <= 0 or batch_size <= 0:
             raise ConfigError('DeepInversionDataset: num_per_class and batch_size must be '
                              f'positive, got {num_per_class} and {batch_size}.')
+        if soft_label_tau is not None and not soft_label_tau > 0:
+            raise ConfigError('DeepInversionDataset: soft_label_tau must be positive (the '
+                              f'temperature of the teacher\'s soft labels), got '
+                              f'{soft_label_tau!r}. Fix: e.g. soft_label_tau=4, or None for '
+                              'the synthesis labels.')
         if cache_file is None and get_world_size() > 1:
             raise ConfigError('DeepInversionDataset: give cache_file in distributed runs, so '
                              'that every rank trains on the images rank 0 synthesises.')
@@ -95,6 +134,7 @@ class DeepInversionDataset(BaseDataset):
         self.batch_size = batch_size
         self.cache_file = cache_file
         self.seed = seed
+        self.soft_label_tau = soft_label_tau
         self.device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
         super().__init__(ann_file='', pipeline=pipeline, test_mode=test_mode, **kwargs)
 
@@ -134,7 +174,8 @@ class DeepInversionDataset(BaseDataset):
             teacher: The loaded teacher; built from the config when ``None``.
 
         Returns:
-            dict: ``images`` (N, H, W, 3) uint8, ``labels`` (N, ) int64 and ``fingerprint``.
+            dict: ``images`` (N, H, W, 3) uint8, ``labels`` (N, ) int64, ``teacher_logits``
+            (N, num_classes) float32 (the teacher on the stored images) and ``fingerprint``.
         """
         teacher = teacher if teacher is not None else self._build_teacher()
         synthesizer = build_component(TASK_UTILS, self.synthesizer_cfg)
@@ -148,7 +189,8 @@ class DeepInversionDataset(BaseDataset):
                     teacher, batch, generator, on_step=lambda n=len(batch): progress.step(n))
                 images.append(to_pixels(normalised, teacher.data_preprocessor).cpu())
                 progress.batch_done(start + len(batch))
-        return dict(images=torch.cat(images), labels=labels,
+        images = torch.cat(images)
+        return dict(images=images, labels=labels, teacher_logits=teacher_logits(teacher, images),
                     fingerprint=self.fingerprint(teacher))
 
     def _read_cache(self, wanted: dict) -> Optional[dict]:
@@ -175,6 +217,9 @@ class DeepInversionDataset(BaseDataset):
                 data = self.synthesize(teacher)
                 if self.cache_file is not None:
                     atomic_save(data, self.cache_file)
+            elif 'teacher_logits' not in data:  # a cache written before they were kept
+                data['teacher_logits'] = teacher_logits(teacher, data['images'])
+                atomic_save(data, self.cache_file)
         barrier()
         if get_rank() != 0:
             data = torch.load(self.cache_file, map_location='cpu', weights_only=True)
@@ -182,5 +227,10 @@ class DeepInversionDataset(BaseDataset):
 
     def load_data_list(self) -> List[dict]:
         data = self._load_or_synthesize()
-        return [dict(img=image.numpy(), gt_label=int(label), sample_idx=i)
-                for i, (image, label) in enumerate(zip(data['images'], data['labels']))]
+        items = [dict(img=image.numpy(), gt_label=int(label), sample_idx=i)
+                 for i, (image, label) in enumerate(zip(data['images'], data['labels']))]
+        if self.soft_label_tau is not None:
+            scores = (data['teacher_logits'] / self.soft_label_tau).softmax(dim=1)
+            for item, score in zip(items, scores):
+                item['gt_score'] = score
+        return items

@@ -160,6 +160,37 @@ def test_cache_is_reused_only_for_the_same_teacher_settings_and_image_count(tmp_
     assert _file_state(cache) != state and dataset.get_data_info(0)['img'].any()
 
 
+def test_soft_labels_are_the_teachers_softened_predictions_on_the_stored_images(tmp_path):
+    cfg = tiny_classifier(width=4, num_classes=3)
+    cfg['data_preprocessor'] = dict(num_classes=3, mean=[100.0] * 3, std=[50.0] * 3,
+                                    to_rgb=True)
+    ckpt = save_checkpoint_of(cfg, str(tmp_path / 'teacher.pth'))
+    cache = str(tmp_path / 'images.pth')
+    hard = _build(cfg, ckpt, cache)
+    assert 'gt_score' not in hard.get_data_info(0)
+    state = _file_state(cache)
+    soft = _build(cfg, ckpt, cache, soft_label_tau=2.0)
+    assert _file_state(cache) == state  # the same images: the cache is reused
+    teacher = soft._build_teacher()
+    for index in range(len(soft)):
+        item = soft.get_data_info(index)
+        # the image as the pipeline loads it (BGR), through the teacher's preprocessor
+        image = torch.from_numpy(item['img']).permute(2, 0, 1)[None]
+        inputs = teacher.data_preprocessor(dict(inputs=image), False)['inputs']
+        expected = (teacher(inputs, mode='tensor') / 2.0).softmax(dim=1)[0]
+        assert torch.allclose(item['gt_score'], expected, atol=1e-6)
+        assert item['gt_label'] == hard.get_data_info(index)['gt_label']
+    # a cache written before the teacher's logits were kept gets them, images unchanged
+    data = torch.load(cache, weights_only=True)
+    logits = data.pop('teacher_logits')
+    torch.save(data, cache)
+    again = _build(cfg, ckpt, cache, soft_label_tau=2.0)
+    assert torch.equal(torch.load(cache, weights_only=True)['teacher_logits'], logits)
+    assert torch.equal(again.get_data_info(0)['gt_score'], soft.get_data_info(0)['gt_score'])
+    with pytest.raises(ValueError, match='soft_label_tau'):
+        _build(cfg, ckpt, cache, soft_label_tau=0)
+
+
 def test_teacher_hash_follows_weights_and_normalisation_not_layout():
     teacher = _teacher()
     digest = teacher_weights_hash(teacher)
