@@ -119,6 +119,44 @@ def test_feature_loss_with_one_view_equals_a_hand_computation(inner, hand):
     assert normalized(student, teacher).item() == pytest.approx(expected / 1.8, rel=1e-5)
 
 
+class WrappedWithoutTerms(torch.nn.Module):
+    """The wrapped loss without ``squared_error_terms``: TeKAP's generic per-view sum."""
+
+    def __init__(self, loss):
+        super().__init__()
+        self.inner = loss
+
+    def forward(self, student, teacher):
+        return self.inner(student, teacher)
+
+
+@pytest.mark.parametrize('inner', [dict(type='FitNetsLoss', loss_weight=2.0),
+                                   dict(type='OFDLoss', divisor=10.0, loss_weight=0.5)])
+def test_feature_loss_over_three_views_keeps_one_tensor_with_the_same_value_and_gradient(
+        inner):
+    generator = torch.Generator().manual_seed(0)
+    teacher = torch.randn(2, 3, 4, 4, generator=generator)
+    values, grads, saved = [], [], []
+    for generic in (True, False):
+        loss = TeKAPFeatureLoss(loss=inner, num_views=3)
+        if generic:
+            loss.loss = WrappedWithoutTerms(loss.loss)
+        student = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1),
+                              requires_grad=True)
+        shapes = []
+        torch.manual_seed(5)  # the same views
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: shapes.append(t.shape) or t,
+                                                      lambda t: t):
+            value = loss(student, teacher)
+        value.backward()
+        values.append(value.item())
+        grads.append(student.grad)
+        saved.append(sum(1 for shape in shapes if shape == student.shape))
+    assert values[1] == pytest.approx(values[0], rel=1e-6)
+    assert torch.allclose(grads[1], grads[0], rtol=1e-5, atol=1e-7)
+    assert saved == [4, 1]  # one difference per teacher view before, one tensor now
+
+
 def test_feature_loss_with_zero_views_is_the_wrapped_loss():
     student, teacher = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
     wrapped = TeKAPFeatureLoss(loss=dict(type='OFDLoss'), num_views=0)

@@ -1,3 +1,5 @@
+from typing import Tuple
+
 import torch
 import torch.nn as nn
 
@@ -39,5 +41,11 @@ class FitNetsLoss(nn.Module):
         Returns:
             Tensor: Scalar loss, float32.
         """
+        scale, _ = self.squared_error_terms(student)
+        return squared_error_sum(student, teacher, scale)
+
+    def squared_error_terms(self, student: torch.Tensor) -> Tuple[float, bool]:
+        """This loss as ``scale * sum((S - T)^2)``: (scale, partial mask), for losses that
+        sum it over several teachers at once (:class:`TeKAPFeatureLoss`)."""
         count = student.numel() if self.reduction == 'mean' else student.shape[0]
-        return squared_error_sum(student, teacher, self.loss_weight / count)
+        return self.loss_weight / count, False

@@ -6,6 +6,8 @@ The loss runs as one autograd function (:class:`~.squared_error.SquaredErrorSum`
 student's size) and its backward is one multiplication. The eager formula (:func:`partial_l2`, then ``sum``) keeps the difference, the
 mask and the squared map's gradient chain, four passes and three temporaries in the backward.
 """
+from typing import Tuple
+
 import torch
 import torch.nn as nn
 
@@ -86,5 +88,10 @@ class OFDLoss(nn.Module):
         Returns:
             Tensor: Scalar loss, float32.
         """
-        scale = self.loss_weight / (student.shape[0] * self.divisor)
+        scale, _ = self.squared_error_terms(student)
         return partial_l2_sum(student, teacher, scale)
+
+    def squared_error_terms(self, student: torch.Tensor) -> Tuple[float, bool]:
+        """This loss as ``scale * sum((S - T)^2)``: (scale, partial mask), for losses that
+        sum it over several teachers at once (:class:`TeKAPFeatureLoss`)."""
+        return self.loss_weight / (student.shape[0] * self.divisor), True

@@ -7,7 +7,7 @@ upstream gradient, ``pow``'s derivative); :class:`SquaredErrorSum` keeps the dif
 and computes the gradient in one multiplication. On detection feature maps (stride 4) these
 temporaries set the step's peak memory.
 """
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import torch
 
@@ -80,3 +80,83 @@ def squared_error_sum(student: torch.Tensor, teacher: torch.Tensor, scale: float
                          f'shape {tuple(teacher.shape)}.')
     teacher = teacher.detach().to(student.dtype)
     return SquaredErrorSum.apply(student, teacher, float(scale), bool(partial))
+
+
+class SquaredErrorSumOverTargets(torch.autograd.Function):
+    """``sum_k scale_k * sum(D_k^2)``, ``D_k = S - T_k``, for several constant targets ``T_k``
+    (TeKAP's clean and noisy teacher views), keeping one tensor for the backward pass.
+
+    The gradient ``dL/dS = g * sum_k 2 * scale_k * D_k`` is known in the forward pass: it is
+    accumulated there, one target at a time, and only that sum is saved (instead of one
+    difference per target). ``partial=True`` masks each ``D_k`` as :class:`SquaredErrorSum`.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, student: torch.Tensor, targets: Sequence[torch.Tensor],
+                scales: Sequence[float], partial: bool) -> torch.Tensor:
+        """Args:
+            student: Student feature, any shape.
+            targets: Teacher features, each of the student's shape and dtype.
+            scales: The factor of each target's sum.
+            partial: Skip the elements where ``S <= T_k <= 0``.
+
+        Returns:
+            Tensor: Scalar, the inputs' dtype.
+        """
+        total = student.new_zeros(())
+        gradient = torch.zeros_like(student)
+        for target, scale in zip(targets, scales):
+            difference = torch.sub(student, target)
+            if partial:
+                skip = target.le(0)
+                skip &= difference.le(0)
+                difference.masked_fill_(skip, 0.0)
+                del skip
+            total = total + difference.square().sum() * scale
+            gradient.add_(difference, alpha=2.0 * scale)
+            del difference
+        ctx.save_for_backward(gradient)
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor
+                 ) -> Tuple[Optional[torch.Tensor], None, None, None]:
+        student_grad = None
+        if ctx.needs_input_grad[0]:
+            gradient, = ctx.saved_tensors
+            student_grad = gradient * grad_output
+        return student_grad, None, None, None
+
+
+def squared_error_sum_over_targets(student: torch.Tensor, targets: Sequence[torch.Tensor],
+                                   scales: Sequence[float], partial: bool = False
+                                   ) -> torch.Tensor:
+    """``sum_k scales[k] * squared_error_sum(student, targets[k], partial=partial)`` through
+    :class:`SquaredErrorSumOverTargets` (one saved tensor however many targets).
+
+    Args:
+        student: Student feature, any shape, e.g. (B, C, H, W).
+        targets: Teacher features of the same shape (never given a gradient), e.g. a tensor
+            (K, B, C, H, W) or a list of K tensors.
+        scales: K factors.
+        partial: OFD's partial L2 (skip ``S <= T <= 0``).
+
+    Returns:
+        Tensor: Scalar.
+
+    Examples:
+        >>> student = torch.tensor([1.0, 2.0], requires_grad=True)
+        >>> targets = [torch.tensor([0.0, 2.0]), torch.tensor([1.0, 0.0])]
+        >>> squared_error_sum_over_targets(student, targets, [1.0, 0.5]).item()  # 1 + 0.5 * 4
+        3.0
+    """
+    targets = [target.detach().to(student.dtype) for target in targets]
+    if len(targets) != len(scales):
+        raise ValueError(f'squared_error_sum_over_targets: {len(targets)} targets and '
+                         f'{len(scales)} scales.')
+    for target in targets:
+        if target.shape != student.shape:
+            raise ValueError(f'squared_error_sum_over_targets: student shape '
+                             f'{tuple(student.shape)} != target shape {tuple(target.shape)}.')
+    return SquaredErrorSumOverTargets.apply(student, targets, [float(s) for s in scales],
+                                            bool(partial))

@@ -7,6 +7,7 @@ from mmkd.registry import MODELS, build_component
 from mmkd.utils.errors import ConfigError
 from .kd_loss import TAU_FIX, kl_divergence_with_temperature
 from .precision import float32_reduction
+from .squared_error import squared_error_sum_over_targets
 from .validation import (check_choice, check_count, check_loss_weight, check_non_negative,
                          check_number, check_positive)
 
@@ -123,7 +124,9 @@ class TeKAPFeatureLoss(nn.Module):
     The views are made from the teacher's feature as the wrapped loss receives it (after the
     teacher's connectors, e.g. OFD's margin ReLU). The official code's noise scale for features
     is ``sigma = 0.1`` (``a * sigma = 0.01`` in absolute units of the feature). The views and
-    the wrapped loss are computed in float32 on half-precision inputs.
+    the wrapped loss are computed in float32 on half-precision inputs. A squared-error loss
+    (``OFDLoss``, ``FitNetsLoss``) is summed over the clean feature and the views in one
+    autograd function that keeps one tensor for the backward pass, not one per view.
 
     Args:
         loss: Config of the wrapped feature loss (its ``loss_weight`` scales every term).
@@ -164,8 +167,23 @@ class TeKAPFeatureLoss(nn.Module):
             Tensor: Scalar loss, float32.
         """
         teacher = teacher.detach()
-        loss = self.loss(student, teacher)
-        if self.num_views > 0:
+        if self.num_views == 0:
+            loss = self.loss(student, teacher)
+        else:
             views = perturbed_views(teacher, self.num_views, self.noise_weight, self.noise_std)
-            loss = loss + self.view_weight * sum(self.loss(student, view) for view in views)
+            loss = self._loss_over_views(student, teacher, views)
         return loss / total_weight(self.num_views, self.view_weight) if self.normalize else loss
+
+    def _loss_over_views(self, student: torch.Tensor, teacher: torch.Tensor,
+                         views: torch.Tensor) -> torch.Tensor:
+        """``L(s, f_t) + lambda * sum_i L(s, view_i)``. A squared-error loss (OFD's, FitNets';
+        ``squared_error_terms``) is summed over the clean feature and the views in one
+        autograd function that keeps one tensor for the backward pass instead of one per
+        view (same value and gradient)."""
+        terms = getattr(self.loss, 'squared_error_terms', None)
+        if terms is None:
+            return self.loss(student, teacher) + self.view_weight * sum(
+                self.loss(student, view) for view in views)
+        scale, partial = terms(student)
+        scales = [scale] + [self.view_weight * scale] * len(views)
+        return squared_error_sum_over_targets(student, [teacher, *views], scales, partial)
