@@ -273,3 +273,8 @@ SMALL_MHCA_VIT = {
     'model.architecture.head.in_channels': 16,
     'model.distiller.tap_pairs.1.student': 'backbone.layers.0',  # the MHCA block
 }
+# The same for the DF-DearKD config, whose aligner is its third tap pair (after the two tokens').
+SMALL_MHCA_VIT_DATAFREE = {
+    **{key: value for key, value in SMALL_MHCA_VIT.items() if 'tap_pairs' not in key},
+    'model.distiller.tap_pairs.2.student': 'backbone.layers.0',
+}

@@ -38,3 +38,7 @@ synthetic_dataset = dict(
         jitter=2,
         flip=False),
     pipeline=synthetic_pipeline)
+# The same set, its items also labelled with the teacher's soft prediction on each image
+# (gt_score = softmax(z_t / 4), computed once and cached with the images): the labels of
+# DF-DearKD, whose label-only stage cannot learn from the synthesis labels alone.
+soft_labelled_synthetic_dataset = dict(synthetic_dataset, soft_label_tau=4.0)

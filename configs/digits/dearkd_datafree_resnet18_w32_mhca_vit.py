@@ -1,28 +1,37 @@
 # DF-DearKD on digits: no real training image. DearKD (dearkd_resnet18_w32_mhca_vit.py: the
 # MHCA ViT student with a distillation token, the aligner on the last MHCA block, the switch to
 # label-only training) distils on the synthetic set of datafree_synthetic_digits.py (6,000
-# images, randomly warped while the student trains; the teacher sees the same views). Departing
-# from DearKD's hard argmax targets, which on synthetic images only repeat their synthesis
-# labels, the distillation token learns the teacher's soft targets (KL at T 4). 1,200 iterations
-# of 64 images, the last 200 without the teacher. Validation is on the real val split.
+# images, randomly warped while the student trains; the teacher sees the same views). What
+# departs from the paper, each measured on digits (docs/methods/dearkd.md, choices 15 and 18):
+# - the labels of a synthetic image are the teacher's soft prediction on it (softmax(z_t / 4),
+#   kept with the images): the synthesis labels, learnt alone in the label-only stage, took
+#   the ViT from 95.5 to 66.6 % on real digits;
+# - the distillation token learns the teacher's soft targets on each view (KL at T 4), not its
+#   argmax, and the class token learns them too (KD at T 4) beside its label loss.
+# 4,000 iterations of 64 images, the last 667 without the teacher (5/6, as 250 of 300 epochs).
+# Validation is on the real val split.
 _base_ = ['./dearkd_resnet18_w32_mhca_vit.py', './datafree_synthetic_digits.py']
 
-max_iters = 1200
-distill_iters = 1000  # 5/6 of training, as 250 of the paper's 300 epochs
+max_iters = 4000
+distill_iters = 3333  # 5/6 of training, as 250 of the paper's 300 epochs
 
 model = dict(
+    architecture=dict(head=dict(loss=dict(type='CrossEntropyLoss', use_soft=True,
+                                          loss_weight=0.5))),
     distiller=dict(tap_pairs=[
         dict(name='dist_token', student='head.layers.head_dist', teacher='head.fc',
              loss=dict(type='DearKDLogitLoss', mode='soft', tau=4, loss_weight=1.0)),
+        dict(name='cls_token', student='head.layers.head', teacher='head.fc',
+             loss=dict(type='KDLoss', tau=4, loss_weight=1.0)),
         dict(name='aligner', student='backbone.layers.2', teacher='backbone.layer1',
              student_connector=dict(type='AlignerConnector', num_extra_tokens=2),
              loss=dict(type='FitNetsLoss', loss_weight=1.0)),
     ]))
-train_dataloader = dict(batch_size=64, dataset={{_base_.synthetic_dataset}},
+train_dataloader = dict(batch_size=64, dataset={{_base_.soft_labelled_synthetic_dataset}},
                         sampler=dict(type='InfiniteSampler', shuffle=True))
 
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,
-                 val_interval=400)
+                 val_interval=500)
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-2, by_epoch=False, end=100),
     dict(type='CosineAnnealingLR', by_epoch=False, begin=100, end=max_iters,
@@ -31,4 +40,7 @@ param_scheduler = [
 default_hooks = dict(logger=dict(interval=100),
                      checkpoint=dict(by_epoch=False, interval=max_iters))
 log_processor = dict(by_epoch=False)
-custom_hooks = [dict(type='DistillSwitchHook', stop_at=distill_iters, by_epoch=False)]
+# The label-only stage trains on the synthetic images unwarped: the teacher gives the synthesis
+# label to 57 % of the warped views but to 95 % of the images themselves.
+custom_hooks = [dict(type='DistillSwitchHook', stop_at=distill_iters, by_epoch=False,
+                     train_pipeline=[dict(type='mmpretrain.PackInputs')])]

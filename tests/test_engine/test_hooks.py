@@ -1,9 +1,11 @@
 """Hooks of the core in real runs: switching distillation off, evaluating the teacher."""
+import pytest
 import torch
 from mmengine.config import Config
 
 from helpers import config_path, digits_options, save_checkpoint_of, train
 from mmkd.apis.train import build_train_runner
+from mmkd.utils.errors import ConfigError
 
 
 def kd_config(tmp_path, hooks):
@@ -28,6 +30,28 @@ def test_distill_switch_hook_stops_the_teacher_and_the_distill_loss(tmp_path):
     kd_history, _ = runner.message_hub.get_scalar('train/loss_kd').data
     assert len(kd_history) == iters_per_epoch
     assert not runner.model.distillation_enabled
+
+
+def test_distill_switch_hook_gives_the_training_images_another_pipeline_at_the_switch(
+        tmp_path):
+    stage2 = [dict(type='mmpretrain.Resize', scale=16), dict(type='mmpretrain.PackInputs')]
+    cfg = kd_config(tmp_path, [dict(type='DistillSwitchHook', stop_at=3, by_epoch=False,
+                                    train_pipeline=stage2)])
+    runner = build_train_runner(cfg, work_dir=str(tmp_path / 'work'),
+                                cfg_options=digits_options(epochs=2, val_interval=2))
+    sizes = []
+    runner.model.student.backbone.register_forward_pre_hook(
+        lambda module, args: sizes.append(args[0].shape[-1]) if module.training else None)
+    runner.train()
+    assert sizes[:3] == [32] * 3  # iterations 0-2: the dataset's own pipeline
+    assert len(sizes) > 4 and set(sizes[3:]) == {16}  # from iteration 3: train_pipeline
+
+    cfg = kd_config(tmp_path, [dict(type='DistillSwitchHook', stop_at=3, by_epoch=False,
+                                    train_pipeline=stage2)])
+    runner = build_train_runner(cfg, work_dir=str(tmp_path / 'work2'), cfg_options=dict(
+        digits_options(epochs=1), **{'train_dataloader.num_workers': 1}))
+    with pytest.raises(ConfigError, match='num_workers=1'):
+        runner.train()
 
 
 def test_teacher_eval_hook_reports_the_teacher_accuracy(tmp_path):

@@ -18,7 +18,7 @@ import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
 
-from helpers import (REPO, SMALL_MHCA_VIT, THIN_DIGITS_TEACHER, config_path, digits_options,
+from helpers import (REPO, SMALL_MHCA_VIT, SMALL_MHCA_VIT_DATAFREE, THIN_DIGITS_TEACHER, config_path, digits_options,
                      tiny_classifier)
 from mmkd.apis.train import build_train_runner, enable_amp
 from mmkd.datafree import DeepInversionSynthesizer
@@ -29,11 +29,12 @@ from mmkd.utils.errors import ConfigError
 
 BF16 = torch.bfloat16
 TEACHER = THIN_DIGITS_TEACHER
-SMALL_VIT = {
-    **SMALL_MHCA_VIT,
+SHORT_SWITCH = {
     'param_scheduler': [dict(type='ConstantLR', factor=1.0, by_epoch=True)],
     'custom_hooks': [dict(type='DistillSwitchHook', stop_at=2)],
 }
+SMALL_VIT = {**SMALL_MHCA_VIT, **SHORT_SWITCH}
+SMALL_VIT_DATAFREE = {**SMALL_MHCA_VIT_DATAFREE, **SHORT_SWITCH}
 OFD_EMPIRICAL = {
     **{f'model.distiller.tap_pairs.{i}.teacher_connector.margin_source': 'empirical'
        for i in range(4)},
@@ -48,7 +49,7 @@ METHODS = {
     'fsp': ('digits/fsp_one_stage_resnet18_w32_w4.py', {}),
     'tekap': ('digits/tekap_logit_feature_resnet18_w32_w4.py', {}),
     'dearkd': ('digits/dearkd_resnet18_w32_mhca_vit.py', SMALL_VIT),  # aligner + MHCA ViT
-    'df_dearkd': ('digits/dearkd_datafree_resnet18_w32_mhca_vit.py', SMALL_VIT),
+    'df_dearkd': ('digits/dearkd_datafree_resnet18_w32_mhca_vit.py', SMALL_VIT_DATAFREE),
 }
 
 

@@ -8,7 +8,7 @@ from mmengine.config import Config
 from mmpretrain.structures import DataSample
 
 from mmkd.apis.train import build_train_runner
-from helpers import (SMALL_MHCA_VIT, THIN_DIGITS_TEACHER, config_path, digits_options,
+from helpers import (SMALL_MHCA_VIT, SMALL_MHCA_VIT_DATAFREE, THIN_DIGITS_TEACHER, config_path, digits_options,
                      save_checkpoint_of, train_recorded)
 
 TEACHER, SMALL_VIT = THIN_DIGITS_TEACHER, SMALL_MHCA_VIT
@@ -87,9 +87,15 @@ def _data_free_options(tmp_path, max_iters: int, stop_at: int) -> dict:
 
 
 def test_data_free_dearkd_end_to_end(tmp_path):
-    """DF-DearKD: synthetic images, soft targets on the distillation token, the switch."""
+    """DF-DearKD: synthetic images labelled with the teacher's soft predictions, soft targets
+    on both tokens, the aligner, the switch to label-only training."""
     options = _data_free_options(tmp_path, max_iters=5, stop_at=3)
-    options.update(SMALL_VIT)
+    options.update(SMALL_MHCA_VIT_DATAFREE)
+    # the config's switch, earlier: its label-only stage trains on the images unwarped
+    shipped = Config.fromfile(config_path('digits/dearkd_datafree_resnet18_w32_mhca_vit.py'))
+    switch, = shipped.custom_hooks
+    assert switch.train_pipeline == [dict(type='mmpretrain.PackInputs')]
+    options['custom_hooks'] = [dict(switch, stop_at=3)]
     record = train_recorded(config_path('digits/dearkd_datafree_resnet18_w32_mhca_vit.py'),
                             str(tmp_path / 'run'), options, observe=_dist_target)
     runner = record.runner
@@ -99,13 +105,20 @@ def test_data_free_dearkd_end_to_end(tmp_path):
     assert sorted(synthetic['labels'].tolist()) == sorted(list(range(10)) * 2)
     assert synthetic['fingerprint']['num_images'] == dict(num_classes=10, num_per_class=2)
     assert len(record.rows) == 5
+    assert synthetic['teacher_logits'].shape == (20, 10)
     for row in record.rows[:3]:
-        assert {'loss_dist_token', 'loss_aligner'} <= set(row['losses'])
+        assert {'loss_dist_token', 'loss_cls_token', 'loss_aligner'} <= set(row['losses'])
         assert row['teacher_calls'] == 1 and row['dist_target'] == 'teacher'
     for row in record.rows[3:]:  # label-only training
         assert 'student.loss_dist' in row['losses'] and 'loss_dist_token' not in row['losses']
         assert row['teacher_calls'] == 0 and row['dist_target'] == 'label'
     assert runner.model.distiller.distill_losses['loss_dist_token'].mode == 'soft'
+    # the labels are the teacher's soft predictions, learnt with a soft cross-entropy
+    dataset = runner.train_dataloader.dataset
+    expected = (synthetic['teacher_logits'][0] / 4.0).softmax(dim=0)
+    assert torch.allclose(dataset.get_data_info(0)['gt_score'], expected)
+    assert runner.model.student.head.loss_module.use_soft
+    assert [type(t).__name__ for t in dataset.pipeline.transforms] == ['PackInputs']
 
 
 def test_set_distillation_switches_the_distillation_token_target(tmp_path):
@@ -124,10 +137,15 @@ def test_set_distillation_switches_the_distillation_token_target(tmp_path):
 
 def test_data_free_control_shares_the_synthetic_set_and_trains(tmp_path):
     """The DF-KD control (ResNet-18 w4) reads the same synthetic set as DF-DearKD (one cache,
-    one fingerprint) and trains with KD plus 0.5 x cross-entropy."""
+    one fingerprint; DF-DearKD also reads the teacher's soft labels) and trains with KD plus
+    0.5 x cross-entropy on the synthesis labels."""
     dearkd = Config.fromfile(config_path('digits/dearkd_datafree_resnet18_w32_mhca_vit.py'))
     control = Config.fromfile(config_path('digits/kd_datafree_resnet18_w32_w4.py'))
-    assert dearkd.train_dataloader.dataset == control.train_dataloader.dataset
+    dearkd_set = dict(dearkd.train_dataloader.dataset)
+    assert dearkd_set.pop('soft_label_tau') == 4.0
+    assert 'soft_label_tau' not in control.train_dataloader.dataset
+    assert {k: v for k, v in dearkd_set.items() if k != '_delete_'} == {
+        k: v for k, v in control.train_dataloader.dataset.items() if k != '_delete_'}
     options = _data_free_options(tmp_path, max_iters=2, stop_at=2)
     options.pop('custom_hooks')
     runner = build_train_runner(control, work_dir=str(tmp_path / 'run'), cfg_options=options)
