@@ -86,12 +86,17 @@ LEVERS = {
 def with_recomputed_connectors(model_cfg: dict) -> dict:
     """``model_cfg`` with ``recompute=True`` on every ``ConvBNConnector`` of its tap pairs."""
     model_cfg = copy.deepcopy(model_cfg)
+    changed = 0
     for pair in model_cfg['distiller'].get('tap_pairs', []):
         connectors = pair.get('student_connector')
         for connector in connectors if isinstance(connectors, (list, tuple)) else [connectors]:
             if isinstance(connector, dict) and str(connector.get('type', '')).split('.')[-1] \
                     == 'ConvBNConnector':
                 connector['recompute'] = True
+                changed += 1
+    if not changed:
+        raise SystemExit('recompute-connectors: the config has no ConvBNConnector among its '
+                         'tap_pairs\' student connectors; the lever would change nothing.')
     return model_cfg
 
 
@@ -335,7 +340,7 @@ def first_losses(algorithm: nn.Module, data: dict) -> Dict[str, float]:
     # mmdet's heads give some losses per feature level, as a list of tensors
     values = {name: float(sum(value) if isinstance(value, (list, tuple)) else value)
               for name, value in losses.items()}
-    values['loss'] = sum(values.values())
+    values['loss'] = sum(v for k, v in values.items() if 'loss' in k)  # as parse_losses
     return values
 
 

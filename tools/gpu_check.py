@@ -253,27 +253,29 @@ def import_status(module: str) -> Tuple[bool, str]:
     return True, f'imports from {osp.dirname(getattr(imported, "__file__", "") or "?")}'
 
 
-def mmcv_ops_value(function: str) -> Tuple[bool, str]:
-    """``mmcv.ops.<function>()`` called in a process of its own: (ok, value or what failed).
-    On the H100 run of b0c9704 one of these calls ended the section's process with SIGSEGV
-    after mmkd had been imported; in a child process a crash is one row of the report."""
+def mmcv_ops_values() -> Tuple[bool, str, str]:
+    """mmcv's compiled CUDA version and compiler, from ``mmcv.ops`` in a process of its own:
+    (ok, CUDA version, compiler) or (False, what failed, ''). On the H100 run of b0c9704 these
+    calls ended the section's process with SIGSEGV after mmkd had been imported; in a child
+    process a crash is one row of the report."""
+    code = ('from mmcv.ops import get_compiler_version, get_compiling_cuda_version\n'
+            'print(get_compiling_cuda_version()); print(get_compiler_version())')
     try:
-        done = subprocess.run([sys.executable, '-c',
-                               f'from mmcv.ops import {function}; print({function}())'],
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                              timeout=20)
     except (OSError, subprocess.TimeoutExpired) as error:
-        return False, f'{function}() unavailable ({type(error).__name__})'
-    if done.returncode == 0 and done.stdout.strip():
-        return True, done.stdout.strip().splitlines()[-1]
+        return False, f'mmcv.ops unavailable ({type(error).__name__})', ''
+    lines = done.stdout.strip().splitlines()
+    if done.returncode == 0 and len(lines) >= 2:
+        return True, lines[-2], lines[-1]
     signal = f' (signal {-done.returncode})' if done.returncode < 0 else ''
     tail = one_line(done.stderr.strip().splitlines()[-1]) if done.stderr.strip() else ''
-    return False, f'{function}() failed: exit {done.returncode}{signal} {tail}'.strip()
+    return False, f'mmcv.ops build info failed: exit {done.returncode}{signal} {tail}'.strip(), ''
 
 
 def mmcv_build_info(frag: Fragment, device: str) -> None:
     import importlib.util
-    cuda_ok, cuda = mmcv_ops_value('get_compiling_cuda_version')
-    _, compiler = mmcv_ops_value('get_compiler_version')
+    cuda_ok, cuda, compiler = mmcv_ops_values()
     frag.write(f'| mmcv ops compiled with | CUDA {cuda}, {compiler} | '
                f'{frag.check(cuda_ok and (device != "cuda" or cuda != "not available"))} |')
     spec = importlib.util.find_spec('mmcv')

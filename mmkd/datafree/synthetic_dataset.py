@@ -232,5 +232,6 @@ class DeepInversionDataset(BaseDataset):
         if self.soft_label_tau is not None:
             scores = (data['teacher_logits'] / self.soft_label_tau).softmax(dim=1)
             for item, score in zip(items, scores):
-                item['gt_score'] = score
+                # a copy: a row view would carry (and pickle) the whole (N, K) matrix
+                item['gt_score'] = score.clone()
         return items

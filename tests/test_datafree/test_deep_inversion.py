@@ -179,6 +179,8 @@ def test_soft_labels_are_the_teachers_softened_predictions_on_the_stored_images(
         inputs = teacher.data_preprocessor(dict(inputs=image), False)['inputs']
         expected = (teacher(inputs, mode='tensor') / 2.0).softmax(dim=1)[0]
         assert torch.allclose(item['gt_score'], expected, atol=1e-6)
+        # its own storage: a view would carry (and pickle) every image's scores
+        assert item['gt_score'].untyped_storage().nbytes() == 3 * 4
         assert item['gt_label'] == hard.get_data_info(index)['gt_label']
     # a cache written before the teacher's logits were kept gets them, images unchanged
     data = torch.load(cache, weights_only=True)

@@ -46,6 +46,17 @@ def test_distill_switch_hook_gives_the_training_images_another_pipeline_at_the_s
     assert sizes[:3] == [32] * 3  # iterations 0-2: the dataset's own pipeline
     assert len(sizes) > 4 and set(sizes[3:]) == {16}  # from iteration 3: train_pipeline
 
+    # a run that starts (or resumes) in stage 2: its first batch already has the new pipeline
+    cfg = kd_config(tmp_path, [dict(type='DistillSwitchHook', stop_at=0, by_epoch=False,
+                                    train_pipeline=stage2)])
+    runner = build_train_runner(cfg, work_dir=str(tmp_path / 'work1'),
+                                cfg_options=digits_options(epochs=1))
+    sizes.clear()
+    runner.model.student.backbone.register_forward_pre_hook(
+        lambda module, args: sizes.append(args[0].shape[-1]) if module.training else None)
+    runner.train()
+    assert sizes and set(sizes) == {16}
+
     cfg = kd_config(tmp_path, [dict(type='DistillSwitchHook', stop_at=3, by_epoch=False,
                                     train_pipeline=stage2)])
     runner = build_train_runner(cfg, work_dir=str(tmp_path / 'work2'), cfg_options=dict(

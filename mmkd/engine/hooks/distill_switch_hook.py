@@ -1,6 +1,6 @@
 from typing import List, Optional
 
-from mmengine.dataset import Compose, ConcatDataset, RepeatDataset
+from mmengine.dataset import ClassBalancedDataset, Compose, ConcatDataset, RepeatDataset
 from mmengine.hooks import Hook
 
 from mmkd.registry import HOOKS
@@ -45,13 +45,20 @@ class DistillSwitchHook(Hook):
         self._pipeline_switched = False
 
     def before_train(self, runner) -> None:
-        if self.train_pipeline is not None and runner.train_dataloader.num_workers > 0:
+        if self.train_pipeline is None:
+            return
+        datasets_of(runner.train_dataloader.dataset)  # a dataset without a pipeline: now
+        if runner.train_dataloader.num_workers > 0:
             raise ConfigError(
                 'DistillSwitchHook: train_pipeline replaces the pipeline of the dataset in this '
                 'process, but the train dataloader has num_workers='
                 f'{runner.train_dataloader.num_workers}: its worker processes hold their own '
                 'copy of the dataset. Fix: train_dataloader.num_workers=0, or remove '
                 'train_pipeline.')
+        # The first batch of an iteration-based run is loaded before its hooks run: a run that
+        # starts (or resumes) in stage 2 switches here.
+        if not self.by_epoch and runner.iter >= self.stop_at:
+            self._switch_pipeline(runner)
 
     def before_train_epoch(self, runner) -> None:
         if self.by_epoch:
@@ -97,7 +104,7 @@ def datasets_of(dataset) -> list:
     """The datasets that hold a pipeline inside mmengine's dataset wrappers."""
     if isinstance(dataset, ConcatDataset):
         return [inner for part in dataset.datasets for inner in datasets_of(part)]
-    if isinstance(dataset, RepeatDataset):
+    if isinstance(dataset, (RepeatDataset, ClassBalancedDataset)):
         return datasets_of(dataset.dataset)
     if not hasattr(dataset, 'pipeline'):
         raise ConfigError(f'DistillSwitchHook: train_pipeline needs a dataset with a pipeline; '

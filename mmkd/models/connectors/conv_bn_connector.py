@@ -11,6 +11,22 @@ from mmkd.utils.errors import ConfigError
 from .base_connector import BaseConnector
 
 
+def check_recomputable(norm: nn.Module) -> None:
+    """Refuse a synchronised BatchNorm for ``recompute=True`` (torch's or mmcv's, also one
+    that mmengine's ``sync_bn`` swapped in after building): its recomputation would gather the
+    statistics again, and a local recomputation would differentiate other statistics than the
+    forward used."""
+    if isinstance(norm, nn.SyncBatchNorm) or type(norm).__name__ in SYNC_NORM_NAMES:
+        raise ConfigError(f'ConvBNConnector: recompute=True does not support a synchronised '
+                          f'BatchNorm ({type(norm).__name__}; mmengine\'s sync_bn converts BN '
+                          "layers to one). Fix: norm_cfg=dict(type='BN') without sync_bn, or "
+                          'recompute=False.')
+
+
+#: Class names of synchronised BatchNorm layers outside torch (mmcv's ``MMSyncBN``).
+SYNC_NORM_NAMES = ('SyncBatchNorm', 'MMSyncBN')
+
+
 @MODELS.register_module()
 class ConvBNConnector(BaseConnector):
     """Student transform of OFD and FitNets: ``k x k`` conv + norm layer.
@@ -55,10 +71,8 @@ class ConvBNConnector(BaseConnector):
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size,
                               padding=kernel_size // 2, bias=norm_cfg is None)
         self.norm = build_norm_layer(norm_cfg, out_channels)[1] if norm_cfg else nn.Identity()
-        if recompute and isinstance(self.norm, nn.SyncBatchNorm):
-            raise ConfigError('ConvBNConnector: recompute=True does not support SyncBN (the '
-                              'recomputation would gather its statistics again). Fix: '
-                              "norm_cfg=dict(type='BN'), or recompute=False.")
+        if recompute:
+            check_recomputable(self.norm)
         self.recompute = bool(recompute)
         self._init_like_ofd()
 
@@ -79,6 +93,7 @@ class ConvBNConnector(BaseConnector):
             Tensor: Shape (B, C_t, H, W).
         """
         if self.recompute and torch.is_grad_enabled():
+            check_recomputable(self.norm)
             first_call = [True]
 
             def conv_norm(x: torch.Tensor) -> torch.Tensor:

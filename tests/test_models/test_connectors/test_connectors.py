@@ -60,8 +60,13 @@ def test_conv_bn_connector_recompute_keeps_only_its_input_for_the_backward_pass(
 
 
 def test_conv_bn_connector_recompute_refuses_syncbn():
-    with pytest.raises(ConfigError, match='SyncBN'):
+    with pytest.raises(ConfigError, match='synchronised BatchNorm'):
         ConvBNConnector(8, 16, norm_cfg=dict(type='SyncBN'), recompute=True)
+    # mmengine's sync_bn converts the BN layers after the model is built
+    connector = torch.nn.SyncBatchNorm.convert_sync_batchnorm(ConvBNConnector(8, 16,
+                                                                             recompute=True))
+    with pytest.raises(ConfigError, match='sync_bn'):
+        connector(torch.randn(2, 8, 4, 4, requires_grad=True))
 
 
 def test_resize_connector_pools_down_and_interpolates_up():
