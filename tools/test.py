@@ -7,6 +7,7 @@ import argparse
 
 from mmkd.apis.test import build_test_runner
 from mmkd.utils.cli import add_runner_arguments, parse_runner_args, require_file, run_cli
+from mmkd.utils.dist import close_process_group
 
 
 def parse_args() -> argparse.Namespace:
@@ -24,7 +25,10 @@ def main() -> None:
     require_file(args.checkpoint, 'checkpoint')
     runner = build_test_runner(args.config, args.checkpoint, args.work_dir, args.out,
                                args.cfg_options, args.launcher)
-    runner.test()
+    try:
+        runner.test()
+    finally:
+        close_process_group()
 
 
 if __name__ == '__main__':

@@ -8,6 +8,7 @@ import argparse
 
 from mmkd.apis.train import build_train_runner
 from mmkd.utils.cli import add_runner_arguments, parse_runner_args, require_file, run_cli
+from mmkd.utils.dist import close_process_group
 
 
 def parse_args() -> argparse.Namespace:
@@ -37,7 +38,10 @@ def main() -> None:
         args.cfg_options = {**(args.cfg_options or {}), 'optim_wrapper.dtype': args.amp_dtype}
     runner = build_train_runner(args.config, args.work_dir, args.amp, args.auto_scale_lr,
                                 args.resume, args.cfg_options, args.launcher)
-    runner.train()
+    try:
+        runner.train()
+    finally:
+        close_process_group()
 
 
 if __name__ == '__main__':
