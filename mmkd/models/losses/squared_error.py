@@ -12,6 +12,17 @@ from typing import Any, Optional, Sequence, Tuple
 import torch
 
 
+def masked_difference(student: torch.Tensor, teacher: torch.Tensor,
+                      partial: bool) -> torch.Tensor:
+    """``S - T`` (a new tensor), zero where ``S <= T <= 0`` when ``partial`` (OFD's mask)."""
+    difference = torch.sub(student, teacher)
+    if partial:
+        skip = teacher.le(0)
+        skip &= difference.le(0)
+        difference.masked_fill_(skip, 0.0)
+    return difference
+
+
 class SquaredErrorSum(torch.autograd.Function):
     """``scale * sum(D^2)`` with ``D = S - T``, the teacher a constant (no gradient).
 
@@ -33,12 +44,7 @@ class SquaredErrorSum(torch.autograd.Function):
         Returns:
             Tensor: Scalar, the inputs' dtype.
         """
-        difference = torch.sub(student, teacher)
-        if partial:
-            skip = teacher.le(0)
-            skip &= difference.le(0)
-            difference.masked_fill_(skip, 0.0)
-            del skip
+        difference = masked_difference(student, teacher, partial)
         ctx.scale = scale
         ctx.save_for_backward(difference)
         return difference.square().sum() * scale
@@ -106,12 +112,7 @@ class SquaredErrorSumOverTargets(torch.autograd.Function):
         total = student.new_zeros(())
         gradient = torch.zeros_like(student)
         for target, scale in zip(targets, scales):
-            difference = torch.sub(student, target)
-            if partial:
-                skip = target.le(0)
-                skip &= difference.le(0)
-                difference.masked_fill_(skip, 0.0)
-                del skip
+            difference = masked_difference(student, target, partial)
             total = total + difference.square().sum() * scale
             gradient.add_(difference, alpha=2.0 * scale)
             del difference
