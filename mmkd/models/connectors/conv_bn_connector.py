@@ -23,8 +23,9 @@ def check_recomputable(norm: nn.Module) -> None:
                           'recompute=False.')
 
 
-#: Class names of synchronised BatchNorm layers outside torch (mmcv's ``MMSyncBN``).
-SYNC_NORM_NAMES = ('SyncBatchNorm', 'MMSyncBN')
+#: Class names of synchronised BatchNorm layers outside torch: mmcv's (registered as
+#: ``MMSyncBN``, its class is ``mmcv.ops.SyncBatchNorm``).
+SYNC_NORM_NAMES = ('SyncBatchNorm', )
 
 
 @MODELS.register_module()

@@ -8,6 +8,7 @@ import torch
 from mmkd.models.connectors import (ConvBNConnector, IdentityConnector, MapToTokensConnector,
                                     ResizeConnector, TokensToMapConnector, map_to_tokens,
                                     tokens_to_map)
+from mmkd.models.connectors.conv_bn_connector import SYNC_NORM_NAMES
 from mmkd.utils.errors import ConfigError
 
 
@@ -67,6 +68,9 @@ def test_conv_bn_connector_recompute_refuses_syncbn():
                                                                              recompute=True))
     with pytest.raises(ConfigError, match='sync_bn'):
         connector(torch.randn(2, 8, 4, 4, requires_grad=True))
+    # mmcv's synchronised BN (norm_cfg type 'MMSyncBN') is recognised by its class name
+    import mmcv.ops
+    assert mmcv.ops.SyncBatchNorm.__name__ in SYNC_NORM_NAMES
 
 
 def test_resize_connector_pools_down_and_interpolates_up():
