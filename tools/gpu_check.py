@@ -594,8 +594,10 @@ def precision_run(algorithm, batches: list, precision: str, device, iters: int,
     amp = precision != 'fp32' and device.type == 'cuda'
     dtype = dict(fp32='float32', fp16='float16', bf16='bfloat16')[precision]
     optim_wrapper = C.optim_wrapper_for(algorithm, amp, dtype)
-    context = (autocast(device_type='cpu', dtype=torch.bfloat16)
-               if precision == 'bf16' and device.type == 'cpu' else contextlib.nullcontext())
+    # a new context every step: mmengine's autocast is a generator context, entered once
+    cpu_bf16 = precision == 'bf16' and device.type == 'cpu'
+    context = ((lambda: autocast(device_type='cpu', dtype=torch.bfloat16)) if cpu_bf16
+               else contextlib.nullcontext)
     teacher, student = algorithm.teacher, algorithm.student
     calls: Dict[str, int] = {}
     handles = [module.register_forward_pre_hook(
@@ -607,7 +609,7 @@ def precision_run(algorithm, batches: list, precision: str, device, iters: int,
     start = time.perf_counter()
     try:
         for index in range(iters):
-            with context:
+            with context():
                 log_vars = algorithm.train_step(batches[index % len(batches)], optim_wrapper)
             losses.append({key: float(torch.as_tensor(value).detach())
                            for key, value in log_vars.items()})

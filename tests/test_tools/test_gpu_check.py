@@ -160,3 +160,20 @@ def test_the_commit_comes_from_mmkd_commit_then_the_snapshot_file_then_git(tmp_p
     assert source.source_commit() == 'unknown commit'
     (tmp_path / '.mmkd-commit').write_text('def5678\n')
     assert source.source_commit() == 'def5678 (.mmkd-commit)'
+
+
+def test_cpu_bfloat16_runs_more_than_one_step(tmp_path):
+    """bfloat16 autocast on the CPU for several steps (the context was entered once and the
+    second step failed: '_GeneratorContextManager' object has no attribute 'args')."""
+    C = G.benchmark_module('_common')
+    teacher_cfg = tiny_classifier(width=8)
+    ckpt = save_checkpoint_of(teacher_cfg, str(tmp_path / 'teacher.pth'))
+    algorithm = MODELS.build(dict(
+        type='SingleTeacherDistill', architecture=tiny_classifier(width=4),
+        teacher=teacher_cfg, teacher_ckpt=ckpt, dry_run_shape=(3, 32, 32),
+        distiller=dict(type='ConfigurableDistiller', tap_pairs=[dict(
+            name='hint', student='backbone.layer2',
+            student_connector=dict(type='ConvBNConnector'), loss=dict(type='FitNetsLoss'))])))
+    batches = [C.make_batch('cls', 2, 32, 10, seed) for seed in range(2)]
+    run = G.precision_run(algorithm.train(), batches, 'bf16', torch.device('cpu'), 3, None)
+    assert len(run['losses']) == 3 and run['moved'] > 0
