@@ -66,10 +66,15 @@ def bn_row(batch: int, channels: int, size: int, min_time: float) -> str:
     grad_cl = grad.contiguous(memory_format=torch.channels_last)
     scale = torch.randn(channels, 1, 1)
     shift = torch.randn(channels, 1, 1)
+
+    def forward_backward(inputs: torch.Tensor, output_grad: torch.Tensor) -> None:
+        norm(inputs).backward(output_grad)
+        inputs.grad = norm.weight.grad = norm.bias.grad = None  # as in a step, no accumulation
+
     times = dict(
         forward=lambda: norm(feature),
-        forward_backward=lambda: norm(feature).backward(grad),
-        channels_last=lambda: norm(feature_cl).backward(grad_cl),
+        forward_backward=lambda: forward_backward(feature, grad),
+        channels_last=lambda: forward_backward(feature_cl, grad_cl),
         channel_sum=lambda: feature.detach().sum(dim=(0, 2, 3)),
         affine_pass=lambda: torch.addcmul(shift, feature.detach(), scale))
     ms = {name: median_ms(fn, min_time) for name, fn in times.items()}

@@ -2,9 +2,9 @@
 
 Trains the algorithm of a config as ``tools/gpu_check.py``'s ``train`` section does (a random
 teacher given the BN statistics of the first batch, synthetic batches, SGD lr 0.01, momentum
-0.9, weight decay 1e-4, no warm-up) and prints, per iteration, the total loss, the sum of the
-distillation terms and each of the student's own terms: to see which term moves first when a
-run's loss rises. ``--lr`` changes the learning rate, ``--distill-scale`` multiplies every
+0.9, weight decay 1e-4, no warm-up; synchronised BN reverted to BN, one process) and prints,
+per iteration, the total loss, the sum of the distillation terms and each of the student's
+own terms: to see which term moves first when a run's loss rises. ``--lr`` changes the learning rate, ``--distill-scale`` multiplies every
 distillation loss weight (e.g. 1e-9: the student's own training with the distillation terms
 still computed and printed, scaled)::
 
@@ -19,6 +19,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import _common as C  # noqa: E402
+
+from mmengine.model import revert_sync_batchnorm  # noqa: E402
 
 
 def scale_distill_weights(model_cfg: dict, factor: float) -> None:
@@ -47,6 +49,7 @@ def main() -> None:
         scale_distill_weights(model_cfg, args.distill_scale)
     model_cfg['teacher'] = C.random_teacher(model_cfg['teacher'])
     algorithm = C.build_mmkd_algorithm(model_cfg, None, args.size, device)
+    algorithm = revert_sync_batchnorm(algorithm)  # one process, as the check and the Runner
     task = C.task_of(algorithm.student)
     batches = [C.make_batch(task, args.batch_size, args.size,
                             C.num_classes_of(algorithm.student, task), seed) for seed in range(2)]

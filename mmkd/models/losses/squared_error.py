@@ -17,6 +17,17 @@ import torch
 SUM_OF_SQUARES_SLICE = 1 << 18
 
 
+def flat_in_memory_order(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor``'s elements as one dimension in the order they lie in memory: a view (no copy)
+    for a tensor dense in some order of its dimensions, e.g. channels-last (B, H, W, C) memory
+    of a (B, C, H, W) tensor, where ``reshape(-1)`` would copy it. For order-free reductions.
+    """
+    if tensor.is_contiguous():
+        return tensor.view(-1)
+    order = sorted(range(tensor.dim()), key=lambda dim: tensor.stride(dim), reverse=True)
+    return tensor.permute(order).reshape(-1)
+
+
 def sum_of_squares(tensor: torch.Tensor) -> torch.Tensor:
     """``tensor.square().sum()`` without a temporary the tensor's size: squared and summed in
     slices of ``SUM_OF_SQUARES_SLICE`` elements (one slice: the same bits as the formula).
@@ -25,12 +36,12 @@ def sum_of_squares(tensor: torch.Tensor) -> torch.Tensor:
     in the first stage's loss). Half-precision slices are summed in float32.
 
     Args:
-        tensor: Any shape.
+        tensor: Any shape, e.g. a difference map (B, C, H, W), in any memory layout.
 
     Returns:
         Tensor: Scalar of ``tensor``'s dtype.
     """
-    flat = tensor.reshape(-1)
+    flat = flat_in_memory_order(tensor)
     if flat.numel() <= SUM_OF_SQUARES_SLICE:
         return flat.square().sum()
     accumulate = torch.float32 if tensor.dtype in (torch.float16, torch.bfloat16) else None

@@ -1,5 +1,7 @@
 """``sum_of_squares``: the squared error's reduction in slices, equal to the formula and
 without a temporary the size of the difference (the detection step's peak memory)."""
+from typing import Callable
+
 import pytest
 import torch
 from torch._C._autograd import DeviceType
@@ -9,7 +11,7 @@ from mmkd.models.losses.squared_error import (SUM_OF_SQUARES_SLICE, squared_erro
                                               squared_error_sum_over_targets, sum_of_squares)
 
 
-def peak_bytes_allocated(fn) -> int:
+def peak_bytes_allocated(fn: Callable[[], object]) -> int:
     """The peak of the bytes held by tensors allocated during ``fn`` (CPU)."""
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
@@ -38,15 +40,33 @@ def test_several_slices_equal_the_float64_sum():
     torch.testing.assert_close(result.double(), exact, rtol=1e-6, atol=0)
 
 
-@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16], ids=str)
-def test_half_precision_slices_are_summed_in_float32(dtype):
-    generator = torch.Generator().manual_seed(3)
-    tensor = (torch.rand(2 * SUM_OF_SQUARES_SLICE + 3, generator=generator) * 0.5).to(dtype)
+@pytest.mark.parametrize('dtype,value,tail', [(torch.bfloat16, 1.0, 500),
+                                               (torch.float16, 0.0625, 100)], ids=str)
+def test_half_precision_slices_are_summed_in_float32(dtype, value, tail):
+    """A full first slice, then four slices whose squares add less than half a unit of the
+    dtype's last place to the running total each: summed in the dtype they would vanish."""
+    tensor = torch.zeros(5 * SUM_OF_SQUARES_SLICE, dtype=dtype)
+    tensor[:SUM_OF_SQUARES_SLICE] = value
+    for index in range(1, 5):
+        start = index * SUM_OF_SQUARES_SLICE
+        tensor[start:start + tail] = value
     result = sum_of_squares(tensor)
     assert result.dtype == dtype
-    # each slice's sum kept in float32: one rounding to the dtype at the end
     exact = tensor.double().square().sum()
-    assert result.double().item() == exact.to(torch.float32).to(dtype).double().item()
+    assert result.item() == exact.to(torch.float32).to(dtype).item()
+    first_slice = tensor[:SUM_OF_SQUARES_SLICE].double().square().sum().to(dtype)
+    assert result.item() != first_slice.item()  # what accumulating in the dtype gives
+
+
+def test_a_channels_last_tensor_is_summed_without_a_copy():
+    generator = torch.Generator().manual_seed(4)
+    tensor = torch.randn(4, 256, 32, 32, generator=generator).contiguous(
+        memory_format=torch.channels_last)
+    assert not tensor.is_contiguous()
+    peak = peak_bytes_allocated(lambda: sum_of_squares(tensor))
+    assert peak <= 2 * 4 * SUM_OF_SQUARES_SLICE  # a slice's square, no copy of the 4 MiB
+    torch.testing.assert_close(sum_of_squares(tensor).double(),
+                               tensor.double().square().sum(), rtol=1e-6, atol=0)
 
 
 def test_the_loss_keeps_no_second_tensor_of_the_difference_size():
