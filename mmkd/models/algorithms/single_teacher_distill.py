@@ -1,4 +1,5 @@
 import numbers
+import warnings
 from contextlib import nullcontext
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -12,8 +13,8 @@ from mmkd.utils.config import merge_dicts
 from mmkd.utils.errors import ConfigError, ConfigRuntimeError, find_user_error
 from ..builder import build_model_from_cfg
 from ..data_samples import dummy_data_samples
-from .teacher import (NORM_MODES, freeze, load_teacher_checkpoint, set_teacher_mode,
-                      use_batch_statistics_without_updates)
+from .teacher import (NORM_MODES, freeze, load_teacher_checkpoint, rounded_teacher_tensors,
+                      set_teacher_mode, use_batch_statistics_without_updates)
 from .teacher_runtime import TeacherRuntime
 
 DataSamples = Optional[Union[List[BaseDataElement], dict]]
@@ -308,6 +309,15 @@ class SingleTeacherDistill(BaseModel):
         return self
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        rounded = rounded_teacher_tensors(self.teacher, state_dict, prefix)
+        if rounded:
+            key, saved, own = rounded[0]
+            warnings.warn(
+                f'{len(rounded)} teacher tensors of the loaded state are in a lower precision '
+                f'than the model\'s teacher (e.g. {key!r}: {saved}, the model {own}): the '
+                'teacher is loaded rounded, not as its teacher_ckpt holds it. Such a checkpoint '
+                "was saved with teacher_dtype='bf16' or 'fp16'; set the same teacher_dtype to "
+                'resume it as it ran (the student is not affected).', UserWarning)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         if any(key.startswith(f'{prefix}teacher.') for key in state_dict):
             self.teacher_has_weights = True

@@ -6,6 +6,9 @@ distillation or student checkpoint look like lives in
 :mod:`mmkd.models.algorithms.checkpoint_layout`, how files are read (``weights_only``, trust) in
 :mod:`mmkd.utils.checkpoint`.
 """
+from typing import List, Mapping, Tuple
+
+import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -71,3 +74,22 @@ def set_teacher_mode(teacher: nn.Module, norm_mode: str, training: bool) -> None
         for module in teacher.modules():
             if isinstance(module, _BatchNorm):
                 module.train()
+
+
+def rounded_teacher_tensors(teacher: nn.Module, state_dict: Mapping[str, object],
+                            prefix: str) -> List[Tuple[str, torch.dtype, torch.dtype]]:
+    """``(key, its dtype, the teacher's dtype)`` of every tensor of ``state_dict`` (an
+    algorithm's, the teacher under ``{prefix}teacher.``) in a lower float precision than the
+    teacher's own: loading it rounds the teacher, e.g. a checkpoint saved with
+    ``teacher_dtype='bf16'`` resumed without it."""
+    rounded = []
+    tensors = dict(teacher.named_parameters())
+    tensors.update(teacher.named_buffers())
+    for name, own in tensors.items():
+        key = f'{prefix}teacher.{name}'
+        incoming = state_dict.get(key)
+        if (isinstance(incoming, torch.Tensor) and incoming.is_floating_point()
+                and own.is_floating_point()
+                and torch.finfo(incoming.dtype).bits < torch.finfo(own.dtype).bits):
+            rounded.append((key, incoming.dtype, own.dtype))
+    return rounded

@@ -136,3 +136,15 @@ def test_bad_values_are_config_errors(teacher_ckpt, option, value, allowed):
             as error:
         build(teacher_ckpt, **{option: value})
     assert allowed in str(error.value) and repr(value) in str(error.value)
+
+
+def test_loading_a_low_precision_teacher_into_a_float32_one_warns(teacher_ckpt, recwarn):
+    saved = build(teacher_ckpt, teacher_dtype='bf16').state_dict()
+    assert any(v.dtype == torch.bfloat16 for k, v in saved.items() if k.startswith('teacher.'))
+    with pytest.warns(UserWarning, match=r"lower precision .*teacher_dtype='bf16'"):
+        build(teacher_ckpt).load_state_dict(saved)
+    # resumed as it ran, or a float32 checkpoint: nothing to say
+    recwarn.clear()
+    build(teacher_ckpt, teacher_dtype='bf16').load_state_dict(saved)
+    build(teacher_ckpt).load_state_dict(build(teacher_ckpt).state_dict())
+    assert not [w for w in recwarn if 'lower precision' in str(w.message)]
