@@ -14,6 +14,7 @@ still computed and printed, scaled)::
 """
 import argparse
 import copy
+import inspect
 import os.path as osp
 import sys
 
@@ -22,14 +23,28 @@ import _common as C  # noqa: E402
 
 from mmengine.model import revert_sync_batchnorm  # noqa: E402
 
+from mmkd.registry import MODELS  # noqa: E402
+
+
+def default_loss_weight(loss_cfg: dict) -> float:
+    """The ``loss_weight`` a loss config gets when it sets none: its class's default."""
+    loss_class = MODELS.get(loss_cfg['type'])
+    parameter = inspect.signature(loss_class.__init__).parameters.get('loss_weight')
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        raise SystemExit(f'--distill-scale: {loss_cfg["type"]} has no default loss_weight; '
+                         'set loss_weight in the config.')
+    return float(parameter.default)
+
 
 def scale_distill_weights(model_cfg: dict, factor: float) -> None:
-    """Multiply the ``loss_weight`` of every loss of the distiller's tap pairs and losses."""
+    """Multiply the ``loss_weight`` of every loss of the distiller's tap pairs and losses
+    (the class's default where the config sets none)."""
     distiller = model_cfg['distiller']
     losses = [pair['loss'] for pair in distiller.get('tap_pairs', []) if 'loss' in pair]
     losses += list(distiller.get('distill_losses', {}).values())
     for loss in losses:
-        loss['loss_weight'] = loss.get('loss_weight', 1.0) * factor
+        weight = loss['loss_weight'] if 'loss_weight' in loss else default_loss_weight(loss)
+        loss['loss_weight'] = weight * factor
 
 
 def main() -> None:
@@ -61,8 +76,8 @@ def main() -> None:
         log_vars = algorithm.train_step(copy.deepcopy(batches[index % 2]), optim_wrapper)
         values = {key: float(value.detach()) if hasattr(value, 'detach') else float(value)
                   for key, value in log_vars.items()}
-        distill = sum(value for key, value in values.items()
-                      if key != 'loss' and not key.startswith('student.'))
+        distill = sum(value for key, value in values.items()  # the distiller's loss terms
+                      if 'loss' in key and key != 'loss' and not key.startswith('student.'))
         own = ', '.join(f'{key[len("student."):]} {value:.3f}' for key, value in values.items()
                         if key.startswith('student.'))
         print(f'{index:3d}: loss {values["loss"]:.3f}, distillation {distill:.4f}; {own}',
